@@ -13,7 +13,7 @@ setuptools.setup(
     classifiers=['License :: OSI Approved :: Apache Software License', 'Programming Language :: Python :: 3.11',
                  'Intended Audience :: Science/Research'],
     packages=setuptools.find_packages(include=['condbook', 'condbook.*']),
-    include_package_data=True,
+    include_package_data=True, package_data={'condbook': ['imagenet_wnids.txt']},
     install_requires=cfg['requirements'].split(),
     extras_require={'dev': cfg['dev_requirements'].split()},
     python_requires='>=' + cfg['min_python'],

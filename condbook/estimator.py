@@ -7,7 +7,7 @@ __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError
            'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'Estimate',
            'Estimator', 'local_condition']
 
-# %% ../nbs/01_estimator.ipynb #ede1b8ce
+# %% ../nbs/01_estimator.ipynb #b7f44e2b
 import math, operator, warnings
 from dataclasses import dataclass, field
 import pandas as pd
@@ -15,26 +15,27 @@ import torch
 from torch import fx, nn
 from torch.func import jvp, vjp
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from tqdm.auto import tqdm
 from .norms import (AFFINE_TYPES, ELEMENTWISE_LIPSCHITZ, POOL_TYPES, TRANSPARENT_TYPES, adjoint, cached,
                             check_eval_mode, constant_key, is_affine, linear_map_norm, linear_part, lipschitz_constant,
                             module_like, top_singular_value)
 
-# %% ../nbs/01_estimator.ipynb #5aac5296
+# %% ../nbs/01_estimator.ipynb #980dcea7
 LEAF_TYPES = AFFINE_TYPES + TRANSPARENT_TYPES + tuple(ELEMENTWISE_LIPSCHITZ) + POOL_TYPES
 RESHAPES = {torch.flatten, torch.reshape, 'view', 'reshape', 'flatten', 'contiguous', 'squeeze', 'unsqueeze'}
 ADDS = {operator.add, operator.iadd, torch.add, 'add', 'add_'}
 RELUS = {torch.relu, torch.nn.functional.relu, 'relu', 'relu_'}
 
-# %% ../nbs/01_estimator.ipynb #70121910
+# %% ../nbs/01_estimator.ipynb #26c16d71
 class UnsupportedOperationError(TypeError):
     "A traced operation for which condbook has no bound."
 
-# %% ../nbs/01_estimator.ipynb #845c77de
+# %% ../nbs/01_estimator.ipynb #5211bd8c
 class _LayerTracer(fx.Tracer):
     "An fx tracer that keeps every layer with a known constant as one node."
     def is_leaf_module(self, m, qualname): return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, qualname)
 
-# %% ../nbs/01_estimator.ipynb #1892584e
+# %% ../nbs/01_estimator.ipynb #12cd1834
 def trace(model:nn.Module)->fx.GraphModule:
     "The fx graph of `model` with known layers as leaves and in-place activations made out-of-place."
     try: gm = fx.GraphModule(model, _LayerTracer().trace(model))
@@ -47,7 +48,7 @@ def trace(model:nn.Module)->fx.GraphModule:
             setattr(gm.get_submodule(parent) if parent else gm, attr, copy)
     return gm
 
-# %% ../nbs/01_estimator.ipynb #64a61c8b
+# %% ../nbs/01_estimator.ipynb #74d8286d
 def _is_tensor(node): return isinstance(node.meta.get('tensor_meta'), TensorMetadata)
 
 def _tensor_inputs(node): return [a for a in node.all_input_nodes if _is_tensor(a)]
@@ -57,7 +58,7 @@ def _where(node, gm):
     stack = node.meta.get('nn_module_stack')
     return list(stack)[-1] if stack else (node.target if node.op == 'call_module' else '<top level>')
 
-# %% ../nbs/01_estimator.ipynb #2a26099b
+# %% ../nbs/01_estimator.ipynb #ede50930
 def node_role(node:fx.Node, gm:fx.GraphModule)->str:
     "The role of a traced node: input, output, static, transparent, affine, nonlinear, add or cat."
     if node.op in ('placeholder', 'output'): return {'placeholder': 'input', 'output': 'output'}[node.op]
@@ -77,7 +78,7 @@ def node_role(node:fx.Node, gm:fx.GraphModule)->str:
     raise UnsupportedOperationError(f"unsupported operation in node {node.name!r} (module {_where(node, gm)!r}): "
                                     f"{node.op} {name}")
 
-# %% ../nbs/01_estimator.ipynb #7852e34e
+# %% ../nbs/01_estimator.ipynb #85f2eb35
 @dataclass(eq=False)
 class Layer:
     "A run of fused affine nodes or one nonlinear node, from tensor `source` to tensor `sink`."
@@ -92,7 +93,7 @@ class Layer:
     @property
     def name(self): return '+'.join(str(n.target) if n.op == 'call_module' else n.name for n in self.modules or self.nodes[-1:])
 
-# %% ../nbs/01_estimator.ipynb #367b234d
+# %% ../nbs/01_estimator.ipynb #a6640ddf
 @dataclass(eq=False)
 class Piece:
     "An affine layer and the nonlinear layers that directly follow it (or one nonlinear layer)."
@@ -113,14 +114,14 @@ class Join:
     @property
     def sink(self): return self.node
 
-# %% ../nbs/01_estimator.ipynb #fecee507
+# %% ../nbs/01_estimator.ipynb #140207bb
 def _transparent_path(node, role):
     "The transparent nodes leading to `node` (inclusive) from the last non-transparent one, and that one."
     path = []
     while role[node] == 'transparent': path.insert(0, node); node = _tensor_inputs(node)[0]
     return path, node
 
-# %% ../nbs/01_estimator.ipynb #bf97cdeb
+# %% ../nbs/01_estimator.ipynb #c9217db0
 def build_layers(gm:fx.GraphModule):
     "Layers, pieces and joins of a traced, shape-propagated graph, in topological order."
     role = {n: node_role(n, gm) for n in gm.graph.nodes}
@@ -155,7 +156,7 @@ def build_layers(gm:fx.GraphModule):
     output = next(n for n in gm.graph.nodes if role[n] == 'output')
     return layers, ops, rep[_tensor_inputs(output)[0]], rep
 
-# %% ../nbs/01_estimator.ipynb #fa73d09d
+# %% ../nbs/01_estimator.ipynb #5a031bb9
 def run_nodes(gm, nodes, source, value, env, linear=None):
     "Evaluate `nodes` in order from `value` at `source`; `linear` maps a module to its linear part, if given."
     vals = {source: value}
@@ -170,7 +171,7 @@ def run_nodes(gm, nodes, source, value, env, linear=None):
         vals[n] = out
     return out
 
-# %% ../nbs/01_estimator.ipynb #c5fe3582
+# %% ../nbs/01_estimator.ipynb #c8276117
 class _Recorder(fx.Interpreter):
     "Runs the graph and keeps every node's value."
     def run_node(self, n):
@@ -185,7 +186,7 @@ def record(gm:fx.GraphModule, x:torch.Tensor)->dict:
     with torch.no_grad(): rec.run(x)
     return rec.values
 
-# %% ../nbs/01_estimator.ipynb #1d92359f
+# %% ../nbs/01_estimator.ipynb #f17136a2
 def propagate(ops, constants:dict, input_node, output_node):
     "Lipschitz constant of input → output by the composition, addition and concatenation rules; `constants[piece]`."
     lip = {input_node: 1.}
@@ -195,7 +196,7 @@ def propagate(ops, constants:dict, input_node, output_node):
         else: lip[op.sink] = sum(lip[i] ** 2 for i in op.inputs) ** 0.5
     return lip[output_node]
 
-# %% ../nbs/01_estimator.ipynb #fc516fce
+# %% ../nbs/01_estimator.ipynb #a01194a0
 def downstream(ops, constants:dict, output_node)->dict:
     "For every node, a Lipschitz constant of the map from that node's value to the output (others held fixed)."
     R = {output_node: 1.}
@@ -209,7 +210,7 @@ def downstream(ops, constants:dict, output_node)->dict:
             for i in op.inputs: R[i] = R.get(i, 0.) + r
     return R
 
-# %% ../nbs/01_estimator.ipynb #932830d2
+# %% ../nbs/01_estimator.ipynb #8432930c
 def _patch_norm(module, z):
     "‖U(z)‖_F per image [B]: the input patches a convolution (or linear layer) reads, each value once per reading."
     if isinstance(module, nn.Linear): return z.flatten(1).norm(dim=1)
@@ -217,7 +218,7 @@ def _patch_norm(module, z):
     reads = torch.func.functional_call(module, {'weight': ones, **({'bias': torch.zeros_like(module.bias)} if module.bias is not None else {})}, (z * z,))
     return (reads.flatten(1).sum(1) / (module.out_channels // module.groups)).clamp_min(0).sqrt()
 
-# %% ../nbs/01_estimator.ipynb #b3860491
+# %% ../nbs/01_estimator.ipynb #a4427dc2
 def parameter_factors(module, z, y)->dict:
     "{parameter name: ‖Δ layer output‖ per unit relative change of that parameter} [B], for input z and output y."
     P = math.prod(y.shape[2:]) if y.dim() > 2 else 1
@@ -229,20 +230,21 @@ def parameter_factors(module, z, y)->dict:
     if module.bias is not None: out['bias'] = (module.bias.norm() * P ** 0.5).expand(z.shape[0])
     return out
 
-# %% ../nbs/01_estimator.ipynb #724049f0
+# %% ../nbs/01_estimator.ipynb #978eef79
 def _image_norms(t): return t.flatten(1).norm(dim=1)
 
-# %% ../nbs/01_estimator.ipynb #a7b04432
+# %% ../nbs/01_estimator.ipynb #845f9369
 class Estimate:
     "Bounds for one batch: `bound` K(x) [B], `per_layer` κ_ℓ, and, computed on first access, `activation_bound` and `parameters`."
     def __init__(self, est, values, x_norm, out_norm, skipped):
+        x_norm, out_norm = x_norm.double(), out_norm.double()  # L_f can exceed float32's range (EfficientNet: ~1e39)
         self.est, self.values, self.x_norm, self.out_norm, self.skipped = est, values, x_norm, out_norm, skipped
         self.bound = est.lipschitz * x_norm / out_norm
         self.bound[list(skipped)] = math.nan
         keep = [b for b in range(len(x_norm)) if b not in skipped]
         rows = []
         for l in est.layer_list:
-            kappa = l.lipschitz * _image_norms(values[l.source]) / _image_norms(values[l.sink])
+            kappa = l.lipschitz * _image_norms(values[l.source]).double() / _image_norms(values[l.sink]).double()
             rows += [(b, l.name, kappa[b].item()) for b in keep]
         self.per_layer = pd.DataFrame(rows, columns=['image', 'layer', 'kappa'])
         self._activation, self._parameters = None, None
@@ -251,7 +253,7 @@ class Estimate:
     def activation_bound(self)->torch.Tensor:
         "Activation-aware bound [B]: local piece Jacobian norms combined like L_f, times ‖x‖/‖f(x)‖."
         if self._activation is None:
-            local = {p: self.est.piece_jacobian_norm(p, self.values) for p in self.est.pieces}
+            local = {p: self.est.piece_jacobian_norm(p, self.values).double() for p in self.est.pieces}
             walk = propagate(self.est.ops, local, self.est.input_node, self.est.output_node)
             self._activation = walk * self.x_norm / self.out_norm
             self._activation[list(self.skipped)] = math.nan
@@ -270,22 +272,24 @@ class Estimate:
                     suffix = math.prod(self.est.module_constant(s) for s in mods[i + 1:])
                     scale = self.est.downstream[layer.sink] * suffix / self.out_norm
                     for pname, factor in parameter_factors(m, z, y).items():
-                        kappa = factor * scale
+                        kappa = factor.double() * scale
                         rows += [(b, str(n.target), pname, kappa[b].item()) for b in range(len(kappa)) if b not in self.skipped]
             self._parameters = pd.DataFrame(rows, columns=['image', 'layer', 'parameter', 'kappa'])
         return self._parameters
 
-# %% ../nbs/01_estimator.ipynb #193f27ff
+# %% ../nbs/01_estimator.ipynb #933529bc
 class Estimator:
     "Condition-number bounds of an image classifier in eval mode, on inputs of `input_shape`."
     def __init__(self,
                  model:nn.Module, # classifier in eval mode, e.g. a torchvision model
                  input_shape=(3, 224, 224), # (C, H, W) of one input
-                 tol=1e-4, # relative tolerance of every operator norm and local Jacobian norm
-                 cache=True): # cache layer constants in memory and on disk
+                 tol=1e-4, # relative tolerance of every layer operator norm
+                 local_tol=1e-3, # relative tolerance of the local piece Jacobian norms (activation-aware bound)
+                 cache=True, # cache layer constants in memory and on disk
+                 progress=False): # show a progress bar while layer constants are computed
         if model.training: raise ValueError("model is in training mode (BatchNorm/Dropout would change the function): call model.eval() first")
         check_eval_mode(model)
-        self.model, self.input_shape, self.tol, self.cache = model, tuple(input_shape), tol, cache
+        self.model, self.input_shape, self.tol, self.local_tol, self.cache = model, tuple(input_shape), tol, local_tol, cache
         self.like = module_like(model)
         self.gm = trace(model)
         ShapeProp(self.gm).propagate(torch.zeros(1, *self.input_shape, **self.like))
@@ -294,7 +298,7 @@ class Estimator:
         self.pieces = [o for o in self.ops if isinstance(o, Piece)]
         self._linear = {}
         env = record(self.gm, torch.zeros(1, *self.input_shape, **self.like))
-        for l in self.layer_list: l.lipschitz = self._layer_constant(l, env)
+        for l in tqdm(self.layer_list, desc='layer constants', disable=not progress, leave=False): l.lipschitz = self._layer_constant(l, env)
         const = {p: p.lipschitz for p in self.pieces}
         self.lipschitz = float(propagate(self.ops, const, self.input_node, self.output_node))
         self.downstream = downstream(self.ops, const, self.output_node)
@@ -361,9 +365,9 @@ class Estimator:
         fn = lambda v: run_nodes(self.gm, nodes, piece.source, v, values)
         _, pullback = vjp(fn, x_in)
         v0 = torch.randn(x_in.shape, generator=torch.Generator(x_in.device).manual_seed(0), dtype=x_in.dtype, device=x_in.device)
-        return top_singular_value(lambda v: jvp(fn, (x_in,), (v,))[1], lambda u: pullback(u)[0], v0, tol=self.tol).sigma
+        return top_singular_value(lambda v: jvp(fn, (x_in,), (v,))[1], lambda u: pullback(u)[0], v0, tol=self.local_tol).sigma
 
-# %% ../nbs/01_estimator.ipynb #91ca66e6
+# %% ../nbs/01_estimator.ipynb #89ee77c7
 @torch.no_grad()
 def local_condition(model:nn.Module, # classifier in eval mode
                     x:torch.Tensor, # batch [B, C, H, W]
@@ -377,4 +381,4 @@ def local_condition(model:nn.Module, # classifier in eval mode
     v0 = torch.randn(x.shape, generator=torch.Generator(x.device).manual_seed(0), dtype=x.dtype, device=x.device)
     res = top_singular_value(lambda v: jvp(model, (x,), (v,))[1], lambda u: pullback(u)[0], v0, tol=tol,
                              max_applications=max_applications)
-    return res.sigma * _image_norms(x) / _image_norms(out)
+    return res.sigma.double() * _image_norms(x).double() / _image_norms(out).double()

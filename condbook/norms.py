@@ -8,7 +8,7 @@ __all__ = ['AFFINE_TYPES', 'TRANSPARENT_TYPES', 'OFFSET_NAMES', 'SVResult', 'ELE
            'top_singular_value', 'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm',
            'operator_norm', 'pool_window_counts', 'lipschitz_constant']
 
-# %% ../nbs/00_norms.ipynb #2e646634
+# %% ../nbs/00_norms.ipynb #57464c01
 import hashlib, json, math, os
 from collections import namedtuple
 from pathlib import Path
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp
 
-# %% ../nbs/00_norms.ipynb #b03325ca
+# %% ../nbs/00_norms.ipynb #86c521c3
 class Normalize(nn.Module):
     "Per-channel standardisation `(x - mean) / std` of a [B, C, H, W] batch in pixel space [0, 1]."
     def __init__(self,
@@ -27,18 +27,18 @@ class Normalize(nn.Module):
         self.register_buffer('std', torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1))
     def forward(self, x): return (x - self.mean) / self.std
 
-# %% ../nbs/00_norms.ipynb #a0f965a3
+# %% ../nbs/00_norms.ipynb #52b48162
 AFFINE_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ZeroPad2d, Normalize)
 TRANSPARENT_TYPES = (nn.Dropout, nn.Identity, nn.Flatten)
 OFFSET_NAMES = {'bias', 'running_mean', 'mean'}
 
-# %% ../nbs/00_norms.ipynb #2663877f
+# %% ../nbs/00_norms.ipynb #f1f3721e
 def is_affine(module:nn.Module)->bool:
     "Whether `module` (or every module of an `nn.Sequential`) is affine in eval mode."
     if isinstance(module, nn.Sequential): return all(is_affine(m) for m in module)
     return isinstance(module, AFFINE_TYPES + TRANSPARENT_TYPES)
 
-# %% ../nbs/00_norms.ipynb #9de0df98
+# %% ../nbs/00_norms.ipynb #f5dc843c
 def check_eval_mode(module:nn.Module):
     "Raise if a BatchNorm or Dropout inside `module` is in training mode (it would not be a fixed function)."
     for name, m in module.named_modules():
@@ -46,7 +46,7 @@ def check_eval_mode(module:nn.Module):
             raise ValueError(f"module {name or type(m).__name__!r} is in training mode: BatchNorm/Dropout change "
                              "the function per batch; call model.eval() first")
 
-# %% ../nbs/00_norms.ipynb #8ac1cce6
+# %% ../nbs/00_norms.ipynb #a6c1f9ca
 def linear_part(module:nn.Module):
     "The bias-free linear map `x -> A x` ([B, *input_shape] -> [B, *output_shape]) of an affine `module`."
     if not is_affine(module): raise TypeError(f"{type(module).__name__} is not an affine layer")
@@ -55,13 +55,13 @@ def linear_part(module:nn.Module):
              for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
     return lambda x: functional_call(module, state, (x,))
 
-# %% ../nbs/00_norms.ipynb #ac7abf82
+# %% ../nbs/00_norms.ipynb #b64c9aad
 def module_like(module:nn.Module)->dict:
     "The dtype and device of `module`'s parameters (float32 on the CPU for a module without any)."
     t = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
     return dict(dtype=torch.float32, device='cpu') if t is None else dict(dtype=t.dtype, device=t.device)
 
-# %% ../nbs/00_norms.ipynb #06b3cfe9
+# %% ../nbs/00_norms.ipynb #417da210
 def adjoint(fn, # a linear map of [B, *input_shape] batches
             batch_shape, # (B, *input_shape)
             **like): # dtype and device of the inputs
@@ -69,7 +69,7 @@ def adjoint(fn, # a linear map of [B, *input_shape] batches
     _, pullback = vjp(fn, torch.zeros(batch_shape, **like))
     return lambda y: pullback(y)[0]
 
-# %% ../nbs/00_norms.ipynb #2b30f89b
+# %% ../nbs/00_norms.ipynb #ddf47214
 def dense_matrix(fn, # a linear map of [1, *input_shape] batches
                  input_shape, # shape of one input, without batch
                  **like): # dtype and device of the inputs
@@ -78,10 +78,10 @@ def dense_matrix(fn, # a linear map of [1, *input_shape] batches
     cols = fn(torch.eye(n, **like).view(n, *input_shape)).reshape(n, -1)
     return cols.T
 
-# %% ../nbs/00_norms.ipynb #5d0bfd04
+# %% ../nbs/00_norms.ipynb #31e80961
 SVResult = namedtuple('SVResult', 'sigma vector applications')
 
-# %% ../nbs/00_norms.ipynb #c2aeea1e
+# %% ../nbs/00_norms.ipynb #a6473927
 def _tridiagonal(alphas, betas):
     "The [B, k, k] symmetric tridiagonal matrices with diagonals `alphas` and off-diagonals `betas`."
     T = torch.diag_embed(torch.stack(alphas, 1))
@@ -90,13 +90,13 @@ def _tridiagonal(alphas, betas):
         T = T + off + off.transpose(1, 2)
     return T
 
-# %% ../nbs/00_norms.ipynb #5bd29bca
+# %% ../nbs/00_norms.ipynb #bcd6b657
 def _orthogonalise(w, Q):
     "`w` [B, n] minus its projection on the orthonormal rows of `Q` [k, B, n], applied twice for stability."
     for _ in range(2): w = w - torch.einsum('kb,kbn->bn', torch.einsum('kbn,bn->kb', Q, w), Q)
     return w
 
-# %% ../nbs/00_norms.ipynb #2d6f8620
+# %% ../nbs/00_norms.ipynb #fea36cd9
 def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
                        rmatvec, # its adjoint: [B, *out] -> [B, *in]
                        v0, # start vectors [B, *in]
@@ -127,7 +127,7 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
             return SVResult(top.sqrt().to(v0.dtype), ritz.view(shape), applications)
         q = ritz / ritz.norm(dim=1, keepdim=True)
 
-# %% ../nbs/00_norms.ipynb #c890dde6
+# %% ../nbs/00_norms.ipynb #9f8787a2
 def power_iteration(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
                     rmatvec, # its adjoint: [B, *out] -> [B, *in]
                     v0, # start vectors [B, *in]
@@ -146,12 +146,12 @@ def power_iteration(matvec, # linear map, block-diagonal over the batch: [B, *in
             return SVResult(theta.clamp_min(0).sqrt(), q.view(shape), applications)
         q = w / w.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
-# %% ../nbs/00_norms.ipynb #89bad2e1
+# %% ../nbs/00_norms.ipynb #d52c18fb
 def cache_dir()->Path:
     "Folder of the on-disk cache of layer constants: `$CONDBOOK_CACHE`, else `~/.cache/condbook`."
     return Path(os.environ.get('CONDBOOK_CACHE', Path.home()/'.cache'/'condbook'))
 
-# %% ../nbs/00_norms.ipynb #a65d142d
+# %% ../nbs/00_norms.ipynb #c7a3f21b
 def constant_key(module:nn.Module, *extra)->str:
     "A hash of `module`'s structure, weights and buffers, and `extra` (shape, tolerance…): the cache key."
     h = hashlib.blake2b(digest_size=20)
@@ -161,7 +161,7 @@ def constant_key(module:nn.Module, *extra)->str:
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
     return h.hexdigest()
 
-# %% ../nbs/00_norms.ipynb #38b28647
+# %% ../nbs/00_norms.ipynb #8d076390
 _memory_cache = {}
 
 def cached(key:str, compute)->float:
@@ -180,7 +180,7 @@ def cached(key:str, compute)->float:
     _memory_cache[key] = value
     return value
 
-# %% ../nbs/00_norms.ipynb #f935e2cb
+# %% ../nbs/00_norms.ipynb #8092c7b9
 @torch.no_grad()
 def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
                     input_shape, # shape of one input, without batch
@@ -190,7 +190,7 @@ def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
     v0 = torch.randn((1, *input_shape), generator=torch.Generator(like.get('device', 'cpu')).manual_seed(0), **like)
     return top_singular_value(fn, adjoint(fn, (1, *input_shape), **like), v0, tol=tol).sigma.item()
 
-# %% ../nbs/00_norms.ipynb #6bb0641c
+# %% ../nbs/00_norms.ipynb #96897f56
 def operator_norm(module:nn.Module, # affine module (or nn.Sequential of them), eval mode
                   input_shape, # shape of one input, without batch: (C, H, W) or (features,)
                   tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
@@ -200,12 +200,12 @@ def operator_norm(module:nn.Module, # affine module (or nn.Sequential of them), 
     compute = lambda: linear_map_norm(linear_part(module), input_shape, tol=tol, **module_like(module))
     return cached(constant_key(module, 'operator_norm', input_shape, tol), compute) if cache else compute()
 
-# %% ../nbs/00_norms.ipynb #dffe6570
+# %% ../nbs/00_norms.ipynb #612af81a
 ELEMENTWISE_LIPSCHITZ = {nn.ReLU: lambda m: 1., nn.ReLU6: lambda m: 1., nn.Hardtanh: lambda m: 1., nn.Tanh: lambda m: 1.,
                          nn.LeakyReLU: lambda m: max(1., abs(m.negative_slope)), nn.Sigmoid: lambda m: .25}
 POOL_TYPES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
-# %% ../nbs/00_norms.ipynb #a4d8d89d
+# %% ../nbs/00_norms.ipynb #cfcb5a6d
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 def _window_counts_1d(n_in, starts_ends)->torch.Tensor:
@@ -216,7 +216,7 @@ def _window_counts_1d(n_in, starts_ends)->torch.Tensor:
             if 0 <= i < n_in: counts[i] += 1
     return counts
 
-# %% ../nbs/00_norms.ipynb #dd3520fb
+# %% ../nbs/00_norms.ipynb #e0fc32a1
 def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
                        input_shape)->torch.Tensor: # (C, H, W)
     "Number of pooling windows that contain each input position: [H, W]."
@@ -232,7 +232,7 @@ def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
         rows, cols = windows(Ho, kh, sh, ph, dh), windows(Wo, kw, sw, pw, dw)
     return torch.outer(_window_counts_1d(H, rows), _window_counts_1d(W, cols))
 
-# %% ../nbs/00_norms.ipynb #e9248de1
+# %% ../nbs/00_norms.ipynb #9abe46c1
 def lipschitz_constant(module:nn.Module, # a layer in eval mode
                        input_shape, # shape of one input, without batch
                        tol=1e-4, # tolerance for affine layers (see `operator_norm`)

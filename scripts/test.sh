@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: module in sync with the notebooks, notebooks clean, notebook tests, pytest.
+# Set CONDBOOK_TEST_FLAGS=slow to also run the heavy notebook cells (AlexNet/VGG-19 at 224x224).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+export MPLBACKEND=Agg CONDBOOK_CACHE="${CONDBOOK_CACHE:-$(mktemp -d)}"
+.venv/bin/nbdev_export
+if [ -n "$(git status --porcelain -- condbook)" ]; then
+  echo "FAIL: condbook/ differs from what the notebooks export (edit nbs/, run nbdev_export, commit both):" >&2
+  git status --porcelain -- condbook >&2; exit 1
+fi
+.venv/bin/nbdev_clean
+if [ -n "$(git status --porcelain -- nbs)" ]; then
+  echo "FAIL: nbdev_clean changes these notebooks (run nbdev_clean and commit):" >&2
+  git status --porcelain -- nbs >&2; exit 1
+fi
+.venv/bin/nbdev_test --n_workers 2 ${CONDBOOK_TEST_FLAGS:+--flags "$CONDBOOK_TEST_FLAGS"}
+.venv/bin/python -m pytest tests/ -q

@@ -1,0 +1,74 @@
+import math, warnings
+import pytest, torch, torchvision
+from torch import nn
+from condbook.estimator import Estimator, UnsupportedOperationError, local_condition
+from condbook.models import load_model
+
+
+def tiny():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2), nn.Flatten(), nn.Linear(36, 6), nn.ReLU(), nn.Linear(6, 3)).double().eval()
+
+
+def dense_local(model, x):
+    J = torch.func.jacrev(model)(x)
+    out = model(x).detach()
+    s = torch.stack([torch.linalg.svdvals(J[b, :, b].reshape(out.shape[1], -1))[0] for b in range(len(x))])
+    return (s * x.flatten(1).norm(dim=1) / out.flatten(1).norm(dim=1)).detach()
+
+
+def test_chain_hierarchy_and_telescoping():
+    net, x = tiny(), torch.rand(3, 3, 14, 14, dtype=torch.float64)
+    est = Estimator(net, (3, 14, 14), tol=1e-8, local_tol=1e-8, cache=False)
+    r = est(x)
+    prod = torch.tensor(r.per_layer.groupby('image').kappa.prod().values)
+    assert torch.allclose(prod, r.bound, rtol=1e-6)
+    ref = dense_local(net, x)
+    assert torch.allclose(local_condition(net, x, tol=1e-10), ref, rtol=1e-7)
+    assert (ref <= r.activation_bound * (1 + 1e-8)).all() and (r.activation_bound <= r.bound).all()
+    d = torch.randn_like(x) * 0.5
+    amp = (net(x + d) - net(x)).flatten(1).norm(dim=1) / net(x).flatten(1).norm(dim=1) / (d.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1))
+    assert (amp.detach() <= r.bound).all()
+
+
+def test_parameter_bound_holds_for_a_random_weight_perturbation():
+    net, x = tiny(), torch.rand(2, 3, 14, 14, dtype=torch.float64)
+    r = Estimator(net, (3, 14, 14), cache=False)(x)
+    kappa = torch.tensor(r.parameters.query("layer == '0' and parameter == 'weight'").sort_values('image').kappa.values)
+    w = net[0].weight
+    d = torch.randn_like(w); d = d / d.norm() * 0.1 * w.norm()
+    with torch.no_grad():
+        f0 = net(x); w += d; f1 = net(x); w -= d
+    assert ((f1 - f0).flatten(1).norm(dim=1) / f0.flatten(1).norm(dim=1) / 0.1 <= kappa).all()
+
+
+def test_resnet18_graph_with_additions():
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.rand(1, 3, 32, 32)
+    est = Estimator(net, (3, 32, 32), cache=False)
+    assert not est.is_chain
+    r = est(x)
+    loc = local_condition(net, x)
+    assert loc[0] <= r.activation_bound[0] * 1.002 and r.activation_bound[0] <= r.bound[0]
+
+
+def test_pretrained_efficientnet_lite0_traces():
+    net = load_model('efficientnet_lite0', 'imagenet')
+    est = Estimator(net, (3, 64, 64), cache=False)
+    x = torch.rand(1, 3, 64, 64)
+    r = est(x)
+    assert est.lipschitz > 1e30 and math.isfinite(r.bound[0])  # beyond float32's range: bounds are float64
+    assert local_condition(net, x)[0] <= r.bound[0]
+
+
+def test_bad_input_is_named():
+    est = Estimator(tiny(), (3, 14, 14), cache=False)
+    with pytest.raises(ValueError, match='channels'): est(torch.rand(1, 1, 14, 14))
+    with pytest.raises(ValueError, match='built for'): est(torch.rand(1, 3, 15, 14))
+    with pytest.raises(ValueError, match='training mode'): Estimator(tiny().train(), (3, 14, 14))
+    with pytest.raises(UnsupportedOperationError, match="node '_1' .*GELU"):
+        Estimator(nn.Sequential(nn.Conv2d(3, 3, 3), nn.GELU()).eval(), (3, 8, 8))
+    x = torch.rand(2, 3, 14, 14, dtype=torch.float64); x[0, 0, 0, 0] = math.inf
+    with pytest.warns(UserWarning, match='0: input has NaN or Inf'):
+        r = est(x)
+    assert math.isnan(r.bound[0]) and math.isfinite(r.bound[1])
