@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .data import batches, image_folder, imagenet_categories, sample_images
-from .estimator import Estimator, UnsupportedOperationError, local_condition
+from .estimator import Estimator, UnsupportedOperationError, local_condition, record, run_nodes
 from .models import MODELS, PretrainedWeightsUnavailable, load_model
 from .norms import linear_part, adjoint, power_iteration, top_singular_value
 
@@ -128,9 +128,7 @@ def bench(model='vgg19', size=224, batch=8, tol=1e-4, local_tol=1e-3, device='au
     net = load_model(model, 'untrained', device=device)
     shape = (3, size, size)
     t = time.perf_counter(); est = Estimator(net, shape, tol=tol, cache=False, progress=True); t_norms = time.perf_counter() - t
-    lanczos = power = 0; unconverged = 0
-    env = {}
-    from condbook.estimator import record, run_nodes
+    lanczos = power = unconverged = 0
     env = record(est.gm, torch.zeros(1, *shape, **est.like))
     for l in tqdm([l for l in est.layer_list if l.affine], desc='lanczos vs power', leave=False):
         fn = lambda v, l=l: run_nodes(est.gm, l.nodes, l.source, v, env, linear=est._linear_part)
@@ -178,6 +176,7 @@ def parser()->argparse.ArgumentParser:
     b.add_argument('--size', type=int, default=224)
     b.add_argument('--batch', type=int, default=8)
     b.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    b.add_argument('--power-budget', type=int, default=4000, help='operator applications allowed to power iteration per layer')
     return p
 
 # %% ../nbs/07_cli.ipynb #1fcf65b2
@@ -188,7 +187,7 @@ def main(argv=None):
         if args.command == 'report':
             path = report(args.model, args.weights, args.data, args.limit, args.out, args.device, args.dtype, args.batch_size)
             print(f'wrote {path.parent}/: summary.md, per_image.csv, per_layer.csv, layers.csv, layer_kappa.png, condition.png')
-        else: print(json.dumps(bench(args.model, args.size, args.batch, device=args.device), indent=1))
+        else: print(json.dumps(bench(args.model, args.size, args.batch, device=args.device, power_budget=args.power_budget), indent=1))
     except PretrainedWeightsUnavailable as e:
         print(f'condbook: {e}', file=sys.stderr); sys.exit(2)
     except USER_ERRORS as e:

@@ -7,8 +7,8 @@ __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError
            'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'Estimate',
            'Estimator', 'local_condition']
 
-# %% ../nbs/01_estimator.ipynb #b7f44e2b
-import math, operator, warnings
+# %% ../nbs/01_estimator.ipynb #43d189bd
+import copy, math, operator, warnings
 from dataclasses import dataclass, field
 import pandas as pd
 import torch
@@ -20,22 +20,22 @@ from .norms import (AFFINE_TYPES, ELEMENTWISE_LIPSCHITZ, POOL_TYPES, TRANSPARENT
                             check_eval_mode, constant_key, is_affine, linear_map_norm, linear_part, lipschitz_constant,
                             module_like, top_singular_value)
 
-# %% ../nbs/01_estimator.ipynb #980dcea7
+# %% ../nbs/01_estimator.ipynb #a6c2844d
 LEAF_TYPES = AFFINE_TYPES + TRANSPARENT_TYPES + tuple(ELEMENTWISE_LIPSCHITZ) + POOL_TYPES
 RESHAPES = {torch.flatten, torch.reshape, 'view', 'reshape', 'flatten', 'contiguous', 'squeeze', 'unsqueeze'}
 ADDS = {operator.add, operator.iadd, torch.add, 'add', 'add_'}
 RELUS = {torch.relu, torch.nn.functional.relu, 'relu', 'relu_'}
 
-# %% ../nbs/01_estimator.ipynb #26c16d71
+# %% ../nbs/01_estimator.ipynb #84037115
 class UnsupportedOperationError(TypeError):
     "A traced operation for which condbook has no bound."
 
-# %% ../nbs/01_estimator.ipynb #5211bd8c
+# %% ../nbs/01_estimator.ipynb #56e00434
 class _LayerTracer(fx.Tracer):
     "An fx tracer that keeps every layer with a known constant as one node."
     def is_leaf_module(self, m, qualname): return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, qualname)
 
-# %% ../nbs/01_estimator.ipynb #12cd1834
+# %% ../nbs/01_estimator.ipynb #d11e974e
 def trace(model:nn.Module)->fx.GraphModule:
     "The fx graph of `model` with known layers as leaves and in-place activations made out-of-place."
     try: gm = fx.GraphModule(model, _LayerTracer().trace(model))
@@ -44,11 +44,11 @@ def trace(model:nn.Module)->fx.GraphModule:
         if node.op == 'call_module' and getattr(gm.get_submodule(node.target), 'inplace', False):
             m = gm.get_submodule(node.target)
             parent, _, attr = node.target.rpartition('.')
-            copy = type(m).__new__(type(m)); copy.__dict__.update(m.__dict__); copy.inplace = False
-            setattr(gm.get_submodule(parent) if parent else gm, attr, copy)
+            out_of_place = copy.copy(m); out_of_place.inplace = False
+            setattr(gm.get_submodule(parent) if parent else gm, attr, out_of_place)
     return gm
 
-# %% ../nbs/01_estimator.ipynb #74d8286d
+# %% ../nbs/01_estimator.ipynb #cefeaa51
 def _is_tensor(node): return isinstance(node.meta.get('tensor_meta'), TensorMetadata)
 
 def _tensor_inputs(node): return [a for a in node.all_input_nodes if _is_tensor(a)]
@@ -58,7 +58,7 @@ def _where(node, gm):
     stack = node.meta.get('nn_module_stack')
     return list(stack)[-1] if stack else (node.target if node.op == 'call_module' else '<top level>')
 
-# %% ../nbs/01_estimator.ipynb #ede50930
+# %% ../nbs/01_estimator.ipynb #7dde39f9
 def node_role(node:fx.Node, gm:fx.GraphModule)->str:
     "The role of a traced node: input, output, static, transparent, affine, nonlinear, add or cat."
     if node.op in ('placeholder', 'output'): return {'placeholder': 'input', 'output': 'output'}[node.op]
@@ -78,7 +78,7 @@ def node_role(node:fx.Node, gm:fx.GraphModule)->str:
     raise UnsupportedOperationError(f"unsupported operation in node {node.name!r} (module {_where(node, gm)!r}): "
                                     f"{node.op} {name}")
 
-# %% ../nbs/01_estimator.ipynb #85f2eb35
+# %% ../nbs/01_estimator.ipynb #13f28d29
 @dataclass(eq=False)
 class Layer:
     "A run of fused affine nodes or one nonlinear node, from tensor `source` to tensor `sink`."
@@ -93,7 +93,7 @@ class Layer:
     @property
     def name(self): return '+'.join(str(n.target) if n.op == 'call_module' else n.name for n in self.modules or self.nodes[-1:])
 
-# %% ../nbs/01_estimator.ipynb #a6640ddf
+# %% ../nbs/01_estimator.ipynb #8faf20f5
 @dataclass(eq=False)
 class Piece:
     "An affine layer and the nonlinear layers that directly follow it (or one nonlinear layer)."
@@ -114,14 +114,14 @@ class Join:
     @property
     def sink(self): return self.node
 
-# %% ../nbs/01_estimator.ipynb #140207bb
+# %% ../nbs/01_estimator.ipynb #b284526e
 def _transparent_path(node, role):
     "The transparent nodes leading to `node` (inclusive) from the last non-transparent one, and that one."
     path = []
     while role[node] == 'transparent': path.insert(0, node); node = _tensor_inputs(node)[0]
     return path, node
 
-# %% ../nbs/01_estimator.ipynb #c9217db0
+# %% ../nbs/01_estimator.ipynb #98c54f24
 def build_layers(gm:fx.GraphModule):
     "Layers, pieces and joins of a traced, shape-propagated graph, in topological order."
     role = {n: node_role(n, gm) for n in gm.graph.nodes}
@@ -156,7 +156,7 @@ def build_layers(gm:fx.GraphModule):
     output = next(n for n in gm.graph.nodes if role[n] == 'output')
     return layers, ops, rep[_tensor_inputs(output)[0]], rep
 
-# %% ../nbs/01_estimator.ipynb #5a031bb9
+# %% ../nbs/01_estimator.ipynb #8e6b6802
 def run_nodes(gm, nodes, source, value, env, linear=None):
     "Evaluate `nodes` in order from `value` at `source`; `linear` maps a module to its linear part, if given."
     vals = {source: value}
@@ -171,7 +171,7 @@ def run_nodes(gm, nodes, source, value, env, linear=None):
         vals[n] = out
     return out
 
-# %% ../nbs/01_estimator.ipynb #c8276117
+# %% ../nbs/01_estimator.ipynb #1fb21b69
 class _Recorder(fx.Interpreter):
     "Runs the graph and keeps every node's value."
     def run_node(self, n):
@@ -186,7 +186,7 @@ def record(gm:fx.GraphModule, x:torch.Tensor)->dict:
     with torch.no_grad(): rec.run(x)
     return rec.values
 
-# %% ../nbs/01_estimator.ipynb #f17136a2
+# %% ../nbs/01_estimator.ipynb #7b045762
 def propagate(ops, constants:dict, input_node, output_node):
     "Lipschitz constant of input → output by the composition, addition and concatenation rules; `constants[piece]`."
     lip = {input_node: 1.}
@@ -196,7 +196,7 @@ def propagate(ops, constants:dict, input_node, output_node):
         else: lip[op.sink] = sum(lip[i] ** 2 for i in op.inputs) ** 0.5
     return lip[output_node]
 
-# %% ../nbs/01_estimator.ipynb #a01194a0
+# %% ../nbs/01_estimator.ipynb #b0e124ba
 def downstream(ops, constants:dict, output_node)->dict:
     "For every node, a Lipschitz constant of the map from that node's value to the output (others held fixed)."
     R = {output_node: 1.}
@@ -210,7 +210,7 @@ def downstream(ops, constants:dict, output_node)->dict:
             for i in op.inputs: R[i] = R.get(i, 0.) + r
     return R
 
-# %% ../nbs/01_estimator.ipynb #8432930c
+# %% ../nbs/01_estimator.ipynb #0a086b92
 def _patch_norm(module, z):
     "‖U(z)‖_F per image [B]: the input patches a convolution (or linear layer) reads, each value once per reading."
     if isinstance(module, nn.Linear): return z.flatten(1).norm(dim=1)
@@ -218,7 +218,7 @@ def _patch_norm(module, z):
     reads = torch.func.functional_call(module, {'weight': ones, **({'bias': torch.zeros_like(module.bias)} if module.bias is not None else {})}, (z * z,))
     return (reads.flatten(1).sum(1) / (module.out_channels // module.groups)).clamp_min(0).sqrt()
 
-# %% ../nbs/01_estimator.ipynb #a4427dc2
+# %% ../nbs/01_estimator.ipynb #a4f8e2d0
 def parameter_factors(module, z, y)->dict:
     "{parameter name: ‖Δ layer output‖ per unit relative change of that parameter} [B], for input z and output y."
     P = math.prod(y.shape[2:]) if y.dim() > 2 else 1
@@ -230,10 +230,10 @@ def parameter_factors(module, z, y)->dict:
     if module.bias is not None: out['bias'] = (module.bias.norm() * P ** 0.5).expand(z.shape[0])
     return out
 
-# %% ../nbs/01_estimator.ipynb #978eef79
+# %% ../nbs/01_estimator.ipynb #0f74c514
 def _image_norms(t): return t.flatten(1).norm(dim=1)
 
-# %% ../nbs/01_estimator.ipynb #845f9369
+# %% ../nbs/01_estimator.ipynb #e2ec931e
 class Estimate:
     "Bounds for one batch: `bound` K(x) [B], `per_layer` κ_ℓ, and, computed on first access, `activation_bound` and `parameters`."
     def __init__(self, est, values, x_norm, out_norm, skipped):
@@ -270,14 +270,14 @@ class Estimate:
                     m = self.est.gm.get_submodule(n.target)
                     z, y = self.values[_tensor_inputs(n)[0]], self.values[n]
                     suffix = math.prod(self.est.module_constant(s) for s in mods[i + 1:])
-                    scale = self.est.downstream[layer.sink] * suffix / self.out_norm
+                    scale = self.est.downstream.get(layer.sink, 0.) * suffix / self.out_norm  # 0: does not reach the output
                     for pname, factor in parameter_factors(m, z, y).items():
                         kappa = factor.double() * scale
                         rows += [(b, str(n.target), pname, kappa[b].item()) for b in range(len(kappa)) if b not in self.skipped]
             self._parameters = pd.DataFrame(rows, columns=['image', 'layer', 'parameter', 'kappa'])
         return self._parameters
 
-# %% ../nbs/01_estimator.ipynb #933529bc
+# %% ../nbs/01_estimator.ipynb #75e8f52c
 class Estimator:
     "Condition-number bounds of an image classifier in eval mode, on inputs of `input_shape`."
     def __init__(self,
@@ -367,7 +367,7 @@ class Estimator:
         v0 = torch.randn(x_in.shape, generator=torch.Generator(x_in.device).manual_seed(0), dtype=x_in.dtype, device=x_in.device)
         return top_singular_value(lambda v: jvp(fn, (x_in,), (v,))[1], lambda u: pullback(u)[0], v0, tol=self.local_tol).sigma
 
-# %% ../nbs/01_estimator.ipynb #89ee77c7
+# %% ../nbs/01_estimator.ipynb #f624be7d
 @torch.no_grad()
 def local_condition(model:nn.Module, # classifier in eval mode
                     x:torch.Tensor, # batch [B, C, H, W]
