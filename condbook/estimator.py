@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError', 'trace', 'node_role', 'Layer', 'Piece', 'Join',
-           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'Estimate',
-           'Estimator', 'local_condition']
+           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'jacobian_products',
+           'Estimate', 'Estimator', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import copy, math, operator, warnings
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from torch import fx, nn
-from torch.func import jvp, vjp
+from torch.func import vjp
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
 from .norms import (AFFINE_TYPES, ELEMENTWISE_LIPSCHITZ, POOL_TYPES, TRANSPARENT_TYPES, adjoint, cached,
@@ -233,6 +233,12 @@ def parameter_factors(module, z, y)->dict:
 # %% ../nbs/01_estimator.ipynb #0f74c514
 def _image_norms(t): return t.flatten(1).norm(dim=1)
 
+def jacobian_products(fn, x):
+    "`(fn(x), v -> J v, u -> Jᵀ u)` at `x`: each map linearised once and reused for every product."
+    out, pullback = vjp(fn, x)
+    _, push = vjp(lambda u: vjp(fn, x)[1](u)[0], torch.zeros_like(out))  # J v as the transpose of the linear u -> Jᵀ u
+    return out, lambda v: push(v)[0], lambda u: pullback(u)[0]
+
 # %% ../nbs/01_estimator.ipynb #e2ec931e
 class Estimate:
     "Bounds for one batch: `bound` K(x) [B], `per_layer` κ_ℓ, and, computed on first access, `activation_bound` and `parameters`."
@@ -359,26 +365,26 @@ class Estimator:
 
     @torch.no_grad()
     def piece_jacobian_norm(self, piece:Piece, values:dict)->torch.Tensor:
-        "‖J_p(x)‖₂ of one piece at the recorded values, per image [B] (batched Lanczos on jvp/vjp)."
+        "‖J_p(x)‖₂ of one piece at the recorded values, per image [B] (batched Lanczos on Jacobian products)."
         x_in = values[piece.source]
         nodes = [n for l in piece.layers for n in l.nodes]
         fn = lambda v: run_nodes(self.gm, nodes, piece.source, v, values)
-        _, pullback = vjp(fn, x_in)
+        _, matvec, rmatvec = jacobian_products(fn, x_in)
         v0 = torch.randn(x_in.shape, generator=torch.Generator(x_in.device).manual_seed(0), dtype=x_in.dtype, device=x_in.device)
-        return top_singular_value(lambda v: jvp(fn, (x_in,), (v,))[1], lambda u: pullback(u)[0], v0, tol=self.local_tol).sigma
+        return top_singular_value(matvec, rmatvec, v0, tol=self.local_tol).sigma
 
 # %% ../nbs/01_estimator.ipynb #f624be7d
 @torch.no_grad()
 def local_condition(model:nn.Module, # classifier in eval mode
                     x:torch.Tensor, # batch [B, C, H, W]
                     tol=1e-3, # relative Lanczos residual on ‖J‖²; ‖J‖ is within tol/2
-                    max_applications=600)->torch.Tensor: # budget of jvp + vjp calls
+                    max_applications=600)->torch.Tensor: # budget of J and Jᵀ products
     "Exact first-order relative condition number ‖J_f(x)‖₂·‖x‖/‖f(x)‖ per image [B]."
     if model.training: raise ValueError("model is in training mode (BatchNorm/Dropout would change the function): call model.eval() first")
     x = x.to(**module_like(model))
     if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    out, pullback = vjp(model, x)
+    out, matvec, rmatvec = jacobian_products(model, x)
     v0 = torch.randn(x.shape, generator=torch.Generator(x.device).manual_seed(0), dtype=x.dtype, device=x.device)
-    res = top_singular_value(lambda v: jvp(model, (x,), (v,))[1], lambda u: pullback(u)[0], v0, tol=tol,
+    res = top_singular_value(matvec, rmatvec, v0, tol=tol,
                              max_applications=max_applications)
     return res.sigma.double() * _image_norms(x).double() / _image_norms(out).double()

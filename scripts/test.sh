@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
-export MPLBACKEND=Agg CONDBOOK_CACHE="${CONDBOOK_CACHE:-$(mktemp -d)}"
+export MPLBACKEND=Agg CONDBOOK_CACHE="${CONDBOOK_CACHE:-$(mktemp -d)}" CONDBOOK_N_IMAGES="${CONDBOOK_N_IMAGES:-2}"
 .venv/bin/nbdev_export
 if [ -n "$(git status --porcelain -- condbook)" ]; then
   echo "FAIL: condbook/ differs from what the notebooks export (edit nbs/, run nbdev_export, commit both):" >&2
