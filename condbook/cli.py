@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .data import batches, image_folder, imagenet_categories, sample_images
-from .estimator import Estimator, UnsupportedOperationError, local_condition, record, run_nodes
+from .estimator import Estimator, UnsupportedOperationError, local_condition, record
 from .models import MODELS, PretrainedWeightsUnavailable, load_model
-from .norms import linear_part, adjoint, power_iteration, top_singular_value
+from .norms import adjoint, power_iteration, seeded_start, top_singular_value
 
 # %% ../nbs/07_cli.ipynb #355b748f
 def _plots():
@@ -131,9 +131,9 @@ def bench(model='vgg19', size=224, batch=8, tol=1e-4, local_tol=1e-3, device='au
     lanczos = power = unconverged = 0
     env = record(est.gm, torch.zeros(1, *shape, **est.like))
     for l in tqdm([l for l in est.layer_list if l.affine], desc='lanczos vs power', leave=False):
-        fn = lambda v, l=l: run_nodes(est.gm, l.nodes, l.source, v, env, linear=est._linear_part)
+        fn = est.layer_map(l, env)
         lshape = (1, *l.source.meta['tensor_meta'].shape[1:])
-        v0 = torch.randn(lshape, generator=torch.Generator(est.like['device']).manual_seed(0), **est.like)
+        v0 = seeded_start(lshape, **est.like)
         with torch.no_grad():
             adj = adjoint(fn, lshape, **est.like)
             lz = top_singular_value(fn, adj, v0, tol=tol)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError', 'trace', 'node_role', 'Layer', 'Piece', 'Join',
-           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'jacobian_products',
-           'Estimate', 'Estimator', 'local_condition']
+           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'require_eval',
+           'jacobian_products', 'Estimate', 'Estimator', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import copy, math, operator, warnings
@@ -18,7 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
 from .norms import (AFFINE_TYPES, ELEMENTWISE_LIPSCHITZ, POOL_TYPES, TRANSPARENT_TYPES, adjoint, cached,
                             check_eval_mode, constant_key, is_affine, linear_map_norm, linear_part, lipschitz_constant,
-                            module_like, top_singular_value)
+                            module_like, seeded_start, top_singular_value)
 
 # %% ../nbs/01_estimator.ipynb #a6c2844d
 LEAF_TYPES = AFFINE_TYPES + TRANSPARENT_TYPES + tuple(ELEMENTWISE_LIPSCHITZ) + POOL_TYPES
@@ -41,8 +41,8 @@ def trace(model:nn.Module)->fx.GraphModule:
     try: gm = fx.GraphModule(model, _LayerTracer().trace(model))
     except Exception as e: raise UnsupportedOperationError(f"torch.fx cannot trace {type(model).__name__}: {e}") from e
     for node in gm.graph.nodes:
-        if node.op == 'call_module' and getattr(gm.get_submodule(node.target), 'inplace', False):
-            m = gm.get_submodule(node.target)
+        m = gm.get_submodule(node.target) if node.op == 'call_module' else None
+        if getattr(m, 'inplace', False):
             parent, _, attr = node.target.rpartition('.')
             out_of_place = copy.copy(m); out_of_place.inplace = False
             setattr(gm.get_submodule(parent) if parent else gm, attr, out_of_place)
@@ -154,7 +154,7 @@ def build_layers(gm:fx.GraphModule):
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     ops = sorted(pieces + joins, key=lambda o: order[o.sink])
     output = next(n for n in gm.graph.nodes if role[n] == 'output')
-    return layers, ops, rep[_tensor_inputs(output)[0]], rep
+    return layers, ops, rep[_tensor_inputs(output)[0]]
 
 # %% ../nbs/01_estimator.ipynb #8e6b6802
 def run_nodes(gm, nodes, source, value, env, linear=None):
@@ -233,6 +233,11 @@ def parameter_factors(module, z, y)->dict:
 # %% ../nbs/01_estimator.ipynb #0f74c514
 def _image_norms(t): return t.flatten(1).norm(dim=1)
 
+def require_eval(model:nn.Module):
+    "Raise unless `model` is in eval mode (BatchNorm/Dropout in training mode change the function per batch)."
+    if model.training: raise ValueError("model is in training mode (BatchNorm/Dropout would change the function): call model.eval() first")
+    check_eval_mode(model)
+
 def jacobian_products(fn, x):
     "`(fn(x), v -> J v, u -> Jᵀ u)` at `x`: each map linearised once and reused for every product."
     out, pullback = vjp(fn, x)
@@ -293,13 +298,12 @@ class Estimator:
                  local_tol=1e-3, # relative tolerance of the local piece Jacobian norms (activation-aware bound)
                  cache=True, # cache layer constants in memory and on disk
                  progress=False): # show a progress bar while layer constants are computed
-        if model.training: raise ValueError("model is in training mode (BatchNorm/Dropout would change the function): call model.eval() first")
-        check_eval_mode(model)
+        require_eval(model)
         self.model, self.input_shape, self.tol, self.local_tol, self.cache = model, tuple(input_shape), tol, local_tol, cache
         self.like = module_like(model)
         self.gm = trace(model)
         ShapeProp(self.gm).propagate(torch.zeros(1, *self.input_shape, **self.like))
-        self.layer_list, self.ops, self.output_node, self._rep = build_layers(self.gm)
+        self.layer_list, self.ops, self.output_node = build_layers(self.gm)
         self.input_node = next(n for n in self.gm.graph.nodes if n.op == 'placeholder')
         self.pieces = [o for o in self.ops if isinstance(o, Piece)]
         self._linear = {}
@@ -313,11 +317,14 @@ class Estimator:
         if m not in self._linear: self._linear[m] = linear_part(m)
         return self._linear[m]
 
+    def layer_map(self, l:Layer, env:dict):
+        "The bias-free linear map of the affine layer `l` through its traced nodes (static values from `env`)."
+        return lambda v: run_nodes(self.gm, l.nodes, l.source, v, env, linear=self._linear_part)
+
     def _layer_constant(self, l, env)->float:
         shape = tuple(l.source.meta['tensor_meta'].shape[1:])
         if not l.affine: return lipschitz_constant(self.gm.get_submodule(l.sink.target), shape) if l.sink.op == 'call_module' else 1.
-        fn = lambda v: run_nodes(self.gm, l.nodes, l.source, v, env, linear=self._linear_part)
-        compute = lambda: linear_map_norm(fn, shape, tol=self.tol, **self.like)
+        compute = lambda: linear_map_norm(self.layer_map(l, env), shape, tol=self.tol, **self.like)
         if not self.cache: return compute()
         mods = nn.ModuleList([self.gm.get_submodule(n.target) for n in l.modules])
         return cached(constant_key(mods, 'layer', [f'{n.op}:{n.target}' for n in l.nodes], shape, self.tol), compute)
@@ -370,7 +377,7 @@ class Estimator:
         nodes = [n for l in piece.layers for n in l.nodes]
         fn = lambda v: run_nodes(self.gm, nodes, piece.source, v, values)
         _, matvec, rmatvec = jacobian_products(fn, x_in)
-        v0 = torch.randn(x_in.shape, generator=torch.Generator(x_in.device).manual_seed(0), dtype=x_in.dtype, device=x_in.device)
+        v0 = seeded_start(x_in.shape, dtype=x_in.dtype, device=x_in.device)
         return top_singular_value(matvec, rmatvec, v0, tol=self.local_tol).sigma
 
 # %% ../nbs/01_estimator.ipynb #f624be7d
@@ -380,11 +387,10 @@ def local_condition(model:nn.Module, # classifier in eval mode
                     tol=1e-3, # relative Lanczos residual on ‖J‖²; ‖J‖ is within tol/2
                     max_applications=600)->torch.Tensor: # budget of J and Jᵀ products
     "Exact first-order relative condition number ‖J_f(x)‖₂·‖x‖/‖f(x)‖ per image [B]."
-    if model.training: raise ValueError("model is in training mode (BatchNorm/Dropout would change the function): call model.eval() first")
+    require_eval(model)
     x = x.to(**module_like(model))
     if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
     out, matvec, rmatvec = jacobian_products(model, x)
-    v0 = torch.randn(x.shape, generator=torch.Generator(x.device).manual_seed(0), dtype=x.dtype, device=x.device)
-    res = top_singular_value(matvec, rmatvec, v0, tol=tol,
+    res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
                              max_applications=max_applications)
     return res.sigma.double() * _image_norms(x).double() / _image_norms(out).double()

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['AFFINE_TYPES', 'TRANSPARENT_TYPES', 'OFFSET_NAMES', 'SVResult', 'ELEMENTWISE_LIPSCHITZ', 'POOL_TYPES', 'Normalize',
-           'is_affine', 'check_eval_mode', 'linear_part', 'module_like', 'adjoint', 'dense_matrix',
+           'is_affine', 'check_eval_mode', 'linear_part', 'module_like', 'adjoint', 'dense_matrix', 'seeded_start',
            'top_singular_value', 'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm',
            'operator_norm', 'pool_window_counts', 'lipschitz_constant']
 
@@ -80,6 +80,10 @@ def dense_matrix(fn, # a linear map of [1, *input_shape] batches
 
 # %% ../nbs/00_norms.ipynb #31e80961
 SVResult = namedtuple('SVResult', 'sigma vector applications')
+
+def seeded_start(shape, dtype=torch.float32, device='cpu')->torch.Tensor:
+    "Gaussian start vectors of `shape` from a fixed seed, so that every iterative result is reproducible."
+    return torch.randn(shape, generator=torch.Generator(device).manual_seed(0), dtype=dtype, device=device)
 
 # %% ../nbs/00_norms.ipynb #a6473927
 def _tridiagonal(alphas, betas):
@@ -187,7 +191,7 @@ def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
                     tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
                     **like)->float: # dtype and device of the inputs
     "‖A‖₂ of the linear map `fn`, by Lanczos from a seeded random start."
-    v0 = torch.randn((1, *input_shape), generator=torch.Generator(like.get('device', 'cpu')).manual_seed(0), **like)
+    v0 = seeded_start((1, *input_shape), **like)
     return top_singular_value(fn, adjoint(fn, (1, *input_shape), **like), v0, tol=tol).sigma.item()
 
 # %% ../nbs/00_norms.ipynb #96897f56
