@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError', 'trace', 'node_role', 'Layer', 'Piece', 'Join',
-           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'require_eval',
-           'jacobian_products', 'Estimate', 'Estimator', 'local_condition']
+           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'image_norms',
+           'require_eval', 'jacobian_products', 'Estimate', 'Estimator', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import copy, math, operator, warnings
@@ -231,7 +231,7 @@ def parameter_factors(module, z, y)->dict:
     return out
 
 # %% ../nbs/01_estimator.ipynb #0f74c514
-def _image_norms(t): return t.flatten(1).norm(dim=1)
+def image_norms(t): return t.flatten(1).norm(dim=1)
 
 def require_eval(model:nn.Module):
     "Raise unless `model` is in eval mode (BatchNorm/Dropout in training mode change the function per batch)."
@@ -255,7 +255,7 @@ class Estimate:
         keep = [b for b in range(len(x_norm)) if b not in skipped]
         rows = []
         for l in est.layer_list:
-            kappa = l.lipschitz * _image_norms(values[l.source]).double() / _image_norms(values[l.sink]).double()
+            kappa = l.lipschitz * image_norms(values[l.source]).double() / image_norms(values[l.sink]).double()
             rows += [(b, l.name, kappa[b].item()) for b in keep]
         self.per_layer = pd.DataFrame(rows, columns=['image', 'layer', 'kappa'])
         self._activation, self._parameters = None, None
@@ -363,12 +363,12 @@ class Estimator:
         skipped = {b: 'input has NaN or Inf' for b in range(len(x)) if not torch.isfinite(x[b]).all()}
         values = record(self.gm, torch.where(torch.isfinite(x), x, torch.zeros_like(x)))
         out = values[self.output_node]
-        out_norm = _image_norms(out)
+        out_norm = image_norms(out)
         for b in range(len(x)):
             if b not in skipped and not torch.isfinite(out[b]).all(): skipped[b] = 'output has NaN or Inf'
             elif b not in skipped and out_norm[b] == 0: skipped[b] = 'output is zero: no relative condition number'
         if skipped: warnings.warn('skipped images: ' + '; '.join(f'{b}: {r}' for b, r in skipped.items()))
-        return Estimate(self, values, _image_norms(x), out_norm, skipped)
+        return Estimate(self, values, image_norms(x), out_norm, skipped)
 
     @torch.no_grad()
     def piece_jacobian_norm(self, piece:Piece, values:dict)->torch.Tensor:
@@ -393,4 +393,4 @@ def local_condition(model:nn.Module, # classifier in eval mode
     out, matvec, rmatvec = jacobian_products(model, x)
     res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
                              max_applications=max_applications)
-    return res.sigma.double() * _image_norms(x).double() / _image_norms(out).double()
+    return res.sigma.double() * image_norms(x).double() / image_norms(out).double()
