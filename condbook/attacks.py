@@ -7,7 +7,7 @@ __all__ = ['ATTACKS', 'DEFAULT_EPS', 'AttackResult', 'zero_gradients', 'advertor
            'make_adversary', 'frozen', 'run_attack', 'attack_amplification', 'logit_margin', 'certified_radius',
            'flip_radius', 'attack_amplification_table']
 
-# %% ../nbs/03_attacks.ipynb #b5b597e4
+# %% ../nbs/03_attacks.ipynb #7d3521d9
 import contextlib, copy, importlib, math
 from collections import namedtuple
 import pandas as pd
@@ -16,7 +16,7 @@ from torch import nn
 from .estimator import image_norms, require_eval
 from .norms import module_like
 
-# %% ../nbs/03_attacks.ipynb #a3e2fad2
+# %% ../nbs/03_attacks.ipynb #72787980
 def zero_gradients(x):
     "Zero the `.grad` of a tensor or of every tensor in an iterable (removed from torch, used by advertorch)."
     if isinstance(x, torch.Tensor):
@@ -30,17 +30,17 @@ def advertorch_attacks():
     if not hasattr(gradcheck, 'zero_gradients'): gradcheck.zero_gradients = zero_gradients
     return importlib.import_module('advertorch.attacks')
 
-# %% ../nbs/03_attacks.ipynb #b77a6ed0
+# %% ../nbs/03_attacks.ipynb #fe70ea01
 ATTACKS = ('fgsm', 'linf_pgd', 'l2_pgd', 'cw_l2', 'l2_output')
 DEFAULT_EPS = {'fgsm': (1 / 255, 4 / 255), 'linf_pgd': (1 / 255, 4 / 255), 'l2_pgd': (0.25, 1.0), 'cw_l2': (None,),
                'l2_output': (0.01, 0.25, 1.0)}  # pixel-space radii per attack (cw_l2 has none)
 
-# %% ../nbs/03_attacks.ipynb #08ed9f5a
+# %% ../nbs/03_attacks.ipynb #cbac0bd6
 def output_distortion(outputs, reference):
     "Loss of the output-distortion attack: Σ_b ‖f(x_b+δ_b) − f(x_b)‖²."
     return ((outputs - reference) ** 2).sum()
 
-# %% ../nbs/03_attacks.ipynb #8fa0667a
+# %% ../nbs/03_attacks.ipynb #4e038808
 def make_adversary(model:nn.Module, # classifier on pixel-space images in [0, 1]
                    attack:str, # one of `ATTACKS`
                    eps=None, # radius: float, or a tensor [B] of per-image radii (unused by cw_l2)
@@ -62,10 +62,10 @@ def make_adversary(model:nn.Module, # classifier on pixel-space images in [0, 1]
     if attack == 'l2_pgd': return A.L2PGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=2.5 * eps / nb_iter)
     return A.L2PGDAttack(model, output_distortion, eps=eps, nb_iter=nb_iter, eps_iter=10 * eps)
 
-# %% ../nbs/03_attacks.ipynb #6b89b807
+# %% ../nbs/03_attacks.ipynb #fe2838f8
 AttackResult = namedtuple('AttackResult', 'x_adv amplification flipped distance')  # [B, C, H, W], [B], [B], [B]
 
-# %% ../nbs/03_attacks.ipynb #4d4fea17
+# %% ../nbs/03_attacks.ipynb #c5b3fcf5
 @contextlib.contextmanager
 def frozen(model:nn.Module):
     "Within the block, `model`'s parameters need no gradient."
@@ -75,7 +75,7 @@ def frozen(model:nn.Module):
     finally:
         for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
 
-# %% ../nbs/03_attacks.ipynb #b6e13ff6
+# %% ../nbs/03_attacks.ipynb #55c61a68
 def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                attack='l2_output', # one of `ATTACKS`
@@ -102,7 +102,7 @@ def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images
     amp = torch.where(dist > 0, rel_out / (dist / image_norms(x).double()), torch.full_like(dist, math.nan))
     return AttackResult(x_adv, amp, out_adv.argmax(1) != top, dist)
 
-# %% ../nbs/03_attacks.ipynb #de723dd6
+# %% ../nbs/03_attacks.ipynb #cc9f3008
 def attack_amplification(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                          x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                          attack='l2_output', # one of `ATTACKS`
@@ -111,7 +111,7 @@ def attack_amplification(model:nn.Module, # classifier in eval mode, on pixel-sp
     "Amplification (‖Δf‖/‖f‖)/(‖δ‖/‖x‖) [B] reached by `attack` at radius `eps`: a lower bound on the worst case."
     return run_attack(model, x, attack, eps, **kwargs).amplification
 
-# %% ../nbs/03_attacks.ipynb #d323c925
+# %% ../nbs/03_attacks.ipynb #6047abac
 def logit_margin(logits:torch.Tensor)->torch.Tensor:
     "Top-1 minus top-2 logit [B] (float64)."
     top2 = logits.detach().double().topk(2, dim=1).values
@@ -122,7 +122,7 @@ def certified_radius(logits:torch.Tensor, # logits [B, classes] at x
     "ℓ2 radius [B] within which the top-1 class provably cannot change: margin/(√2·L)."
     return logit_margin(logits) / (math.sqrt(2) * lipschitz)
 
-# %% ../nbs/03_attacks.ipynb #36d4d4e7
+# %% ../nbs/03_attacks.ipynb #353592bd
 def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                 x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                 attack='l2_pgd', # an ℓ2 attack: 'l2_pgd' (bisection on eps) or 'cw_l2' (minimal distortion)
@@ -146,7 +146,7 @@ def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space image
         lo, hi = torch.where(f, lo, mid), torch.where(f, mid, hi)
     return best
 
-# %% ../nbs/03_attacks.ipynb #1e534aa8
+# %% ../nbs/03_attacks.ipynb #4451f627
 def attack_amplification_table(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                                eps:dict=None, # radii per attack (default `DEFAULT_EPS`)

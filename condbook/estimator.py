@@ -297,7 +297,7 @@ class Estimator:
                  tol=1e-4, # relative tolerance of every layer operator norm
                  local_tol=1e-3, # relative tolerance of the local piece Jacobian norms (activation-aware bound)
                  cache=True, # cache layer constants in memory and on disk
-                 progress=False): # show a progress bar while layer constants are computed
+                 progress=False): # a progress bar while layer constants are computed (where stderr is a terminal)
         require_eval(model)
         self.model, self.input_shape, self.tol, self.local_tol, self.cache = model, tuple(input_shape), tol, local_tol, cache
         self.like = module_like(model)
@@ -308,7 +308,7 @@ class Estimator:
         self.pieces = [o for o in self.ops if isinstance(o, Piece)]
         self._linear = {}
         env = record(self.gm, torch.zeros(1, *self.input_shape, **self.like))
-        for l in tqdm(self.layer_list, desc='layer constants', disable=not progress, leave=False): l.lipschitz = self._layer_constant(l, env)
+        for l in tqdm(self.layer_list, desc='layer constants', disable=None if progress else True, leave=False): l.lipschitz = self._layer_constant(l, env)
         const = {p: p.lipschitz for p in self.pieces}
         self.lipschitz = float(propagate(self.ops, const, self.input_node, self.output_node))
         self.downstream = downstream(self.ops, const, self.output_node)

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 export MPLBACKEND=Agg CONDBOOK_CACHE="${CONDBOOK_CACHE:-$(mktemp -d)}" CONDBOOK_N_IMAGES="${CONDBOOK_N_IMAGES:-2}"
+# the experiment notebooks at a tiny size (few draws and iterations, 64x64), into a scratch folder
+export CONDBOOK_QUICK="${CONDBOOK_QUICK:-1}" CONDBOOK_SIZE="${CONDBOOK_SIZE:-64}" CONDBOOK_OUT="${CONDBOOK_OUT:-$(mktemp -d)}"
 .venv/bin/nbdev_export
 if [ -n "$(git status --porcelain -- condbook)" ]; then
   echo "FAIL: condbook/ differs from what the notebooks export (edit nbs/, run nbdev_export, commit both):" >&2
@@ -16,4 +18,4 @@ if [ -n "$(git status --porcelain -- nbs)" ]; then
   git status --porcelain -- nbs >&2; exit 1
 fi
 .venv/bin/nbdev_test --n_workers 2 ${CONDBOOK_TEST_FLAGS:+--flags "$CONDBOOK_TEST_FLAGS"}
-.venv/bin/python -m pytest tests/ -q
+.venv/bin/python -m pytest tests/ -q -rs  # -rs: say which tests were skipped and why

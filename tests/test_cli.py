@@ -31,8 +31,10 @@ def test_report_from_a_checkpoint(tmp_path, photos):
     per_image = pd.read_csv(out/'per_image.csv')
     assert list(per_image.label) == [0, 1]  # tench, goldfish (sorted file names); the broken file is skipped
     assert (per_image.local_condition <= per_image.activation_bound * 1.002).all() and (per_image.activation_bound <= per_image.K).all()
+    for target in ('weights', 'activations'):  # minimal fixed-point bits, estimated and measured
+        assert per_image[f'bits_{target}_measured'].between(2, 32).all() and per_image[f'bits_{target}_estimate'].ge(2).all()
     summary = (out/'summary.md').read_text()
-    assert 'n01484850_broken.JPEG' in summary and 'layer_kappa.png' in summary and f'alexnet ({ckpt} weights)' in summary
+    assert 'n01484850_broken.JPEG' in summary and 'layer_kappa.png' in summary and 'minimal safe fixed-point bits' in summary and f'alexnet ({ckpt} weights)' in summary
     assert (out/'layer_kappa.png').stat().st_size > 1000 and (out/'condition.png').stat().st_size > 1000
 
 

@@ -1,0 +1,124 @@
+"The experiment runner end to end through the command line: every measurement, resume after kill -9, torchrun sharding."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest, torch
+from PIL import Image
+from condbook.attacks import ATTACKS
+from condbook.experiment import ExperimentConfig, load_results, per_image_table, read_rows
+from condbook.perturb import PERTURBATIONS
+
+CONDBOOK = str(Path(sys.executable).parent/'condbook')  # the console script; torchrun runs it as a script
+SMALL = ['--model', 'alexnet', '--weights', 'untrained', '--size', '64', '--eps', '1e-3', '0.1', '--draws', '3', '--nb-iter', '3',
+         '--cw-iterations', '5', '--flip-steps', '2', '--parameter-draws', '1', '--batch-size', '2', '--device', 'cpu']
+FAST = SMALL + ['--no-bitwidth']  # resume and sharding are the runner's, whatever it measures: keep those runs short
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+    "Five labelled ImageNet-named photos (random pixels) and one corrupt file."
+    d = tmp_path_factory.mktemp('imgs')
+    g = torch.Generator().manual_seed(0)
+    for name in ['n01440764_a.JPEG', 'n01443537_b.JPEG', 'n01484850_c.JPEG', 'n01491361_d.JPEG', 'n01494475_e.JPEG']:
+        Image.fromarray((torch.rand(70, 80, 3, generator=g) * 255).byte().numpy()).save(d/name)
+    (d/'n01496331_broken.JPEG').write_bytes(b'not a jpeg')
+    return d
+
+
+def cli(*args, **kw):
+    return subprocess.Popen([CONDBOOK, *args], **{'stdout': subprocess.PIPE, 'stderr': subprocess.PIPE, 'text': True, **kw})
+
+
+@pytest.fixture(scope='module')
+def clean_run(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp('clean')
+    p = cli('experiment', *SMALL, '--data', str(photos), '--out', str(out))
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr
+    assert f'wrote {out}/summary.md' in stdout
+    return out
+
+
+def keys(df): return sorted(zip(df.image, df.measurement, df.eps.astype(str)))
+
+
+def without_bits(df): return df[df.measurement != 'bitwidth']
+
+
+def test_every_measurement_kind(clean_run):
+    df = load_results(clean_run)
+    measured = df[df.measurement != 'unreadable']
+    assert set(measured.measurement) == {'estimate', 'local_condition', 'flip_radius', 'parameters', 'bitwidth',
+                                        *(f'random_{k}' for k in PERTURBATIONS), *(f'attack_{a}' for a in ATTACKS)}
+    cfg = ExperimentConfig(**{k: v for k, v in json.loads((clean_run/'config.json').read_text()).items() if k != 'torch'})
+    assert len(measured) == 5 * len(cfg.measurements())
+    assert list(df[df.measurement == 'unreadable'].path.map(lambda p: Path(p).name)) == ['n01496331_broken.JPEG']
+    t = per_image_table(measured)
+    assert (t.K >= t.activation_bound).all() and (t.activation_bound >= 0.999 * t.local_condition).all()
+    assert (t.certified_radius < t.flip_radius).all()
+    assert list(t.label) == [0, 1, 2, 3, 4]
+    summary = (clean_run/'summary.md').read_text()
+    assert 'alexnet (untrained weights)' in summary and 'n01496331_broken.JPEG' in summary and '| local/attack' in summary
+    assert 'Minimal safe bits' in summary
+    bits = pd.read_csv(clean_run/'bitwidth.csv')
+    assert len(bits) == 6 and (bits.bound >= bits.measured).all() and (bits.measured >= 1).all()
+    for fig in ('estimates.png', 'amplification.png', 'ratios.png', 'layer_kappa.png', 'radii.png', 'bitwidth.png'):
+        assert (clean_run/fig).stat().st_size > 5000, fig
+
+
+def test_resume_after_kill_9(photos, clean_run, tmp_path):
+    out = tmp_path/'killed'
+    shard = out/'results-0-of-1.jsonl'
+    p = cli('experiment', *FAST, '--data', str(photos), '--out', str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not shard.exists() or len(read_rows(shard)) < 12): time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    partial = len(read_rows(shard))
+    assert 0 < partial < len(without_bits(load_results(clean_run))), 'the kill should land mid-run'
+    p = cli('experiment', *FAST, '--data', str(photos), '--out', str(out))
+    _, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr
+    resumed, clean = load_results(out), without_bits(load_results(clean_run))
+    raw = read_rows(shard)
+    assert len(raw) == len({(r['image'], r['measurement'], r['eps']) for r in raw}), 'duplicated rows'
+    assert keys(resumed) == keys(clean)
+    a, b = per_image_table(resumed[resumed.measurement != 'unreadable']), per_image_table(clean[clean.measurement != 'unreadable'])
+    for col in ('K', 'local_condition', 'attack_max', 'random_max', 'flip_radius'):
+        pd.testing.assert_series_equal(a[col], b[col], rtol=1e-5)
+
+
+def test_two_process_sharding(photos, clean_run, tmp_path):
+    out = tmp_path/'sharded'
+    torchrun = Path(sys.executable).parent/'torchrun'
+    res = subprocess.run([str(torchrun), '--standalone', '--nproc_per_node', '2', CONDBOOK, 'experiment', *FAST,
+                          '--data', str(photos), '--out', str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    shards = [read_rows(out/f'results-{r}-of-2.jsonl') for r in range(2)]
+    assert {r['image'] for r in shards[0]} == {0, 2, 4} and {r['image'] for r in shards[1]} == {1, 3, 5}
+    merged, clean = load_results(out), without_bits(load_results(clean_run))
+    assert keys(merged) == keys(clean)
+    a, b = per_image_table(merged[merged.measurement != 'unreadable']), per_image_table(clean[clean.measurement != 'unreadable'])
+    pd.testing.assert_series_equal(a.K, b.K, rtol=1e-5)                     # batch-independent measurements agree
+    pd.testing.assert_series_equal(a.local_condition, b.local_condition, rtol=1e-2)
+    assert (out/'summary.md').exists() and '- images measured: 5' in (out/'summary.md').read_text()
+
+
+def test_summarize_and_bad_input(clean_run, tmp_path):
+    res = subprocess.run([CONDBOOK, 'summarize', str(clean_run)], capture_output=True, text=True)
+    assert res.returncode == 0 and 'summary.md' in res.stdout
+    res = subprocess.run([CONDBOOK, 'summarize', str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1 and 'no results' in res.stderr
+    res = subprocess.run([CONDBOOK, 'experiment', *SMALL, '--draws', '7', '--out', str(clean_run)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and 'another configuration' in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_config_check_extends_older_runs(tmp_path):
+    "A run started before a setting existed resumes with it (its rows stay valid); a changed setting is refused."
+    from condbook.experiment import check_config
+    old = {k: v for k, v in json.loads(json.dumps(ExperimentConfig().__dict__, default=list)).items() if k != 'bitwidth'}
+    old['attack_eps'] = {k: list(v) for k, v in ExperimentConfig().attack_eps.items()}
+    (tmp_path/'config.json').write_text(json.dumps(old))
+    check_config(ExperimentConfig(), tmp_path)
+    assert json.loads((tmp_path/'config.json').read_text())['bitwidth'] is True
+    with pytest.raises(ValueError, match='bitwidth: True there, False now'): check_config(ExperimentConfig(bitwidth=False), tmp_path)
