@@ -230,16 +230,16 @@ class _Rounding(fx.Interpreter):
 @contextlib.contextmanager
 def rounded_weights(modules:dict, # {name: module} whose weight and bias are rounded
                     fmt): # a format, or {module name: format or None}
-    "Temporarily round the parameters of `modules` in place."
+    "Temporarily replace the parameters of `modules` by their rounded values (the originals are kept, not copied)."
     saved = {}
     try:
         for name, m in modules.items():
             f = fmt.get(name) if isinstance(fmt, dict) else fmt
             for p in (m.weight, m.bias):
-                if f is not None and p is not None: saved[p] = p.detach().clone(); p.data.copy_(round_to(p.detach(), f))
+                if f is not None and p is not None: saved[p] = p.data; p.data = round_to(p.data, f)
         yield
     finally:
-        for p, v in saved.items(): p.data.copy_(v)
+        for p, v in saved.items(): p.data = v
 
 @patch
 @torch.no_grad()

@@ -16,7 +16,7 @@ from .attacks import ATTACKS
 from .bitwidth import Roundoff, measure_bits, predict_bits
 from .data import batches, image_folder, imagenet_categories, sample_images
 from .estimator import Estimator, UnsupportedOperationError, local_condition, record
-from .models import MODELS, PretrainedWeightsUnavailable, load_model
+from .models import MODELS, PretrainedWeightsUnavailable, load_model, pixel_transform
 from .perturb import PERTURBATIONS
 from .norms import adjoint, power_iteration, seeded_start, top_singular_value
 
@@ -69,16 +69,19 @@ def report(model='efficientnet_lite0', # one of `condbook.models.MODELS`
            device='auto', # 'auto', 'cpu' or 'cuda'
            dtype='float32', # 'float32' or 'float64'
            batch_size=4, # images per batch
+           size=None, # input crop H = W (None: the model's own input size and evaluation transform)
            tol=1e-3): # tolerance of the local Jacobian norms
     "Estimate every image's condition numbers; write CSVs, figures and summary.md into `out`; return the summary path."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     net = load_model(model, weights, device=device, dtype=getattr(torch, dtype))
     images = image_folder(data, limit) if data else sample_images(limit)
-    est = Estimator(net, net.input_shape, progress=True)
+    shape, transform = (net.input_shape, net.transform) if size is None else ((3, size, size), pixel_transform(crop=size))
+    label = net.label + ('' if size is None else f', {size}×{size} input')
+    est = Estimator(net, shape, progress=True)
     _save(est.layers, out/'layers.csv')
     names, rows, kappas = imagenet_categories(), [], []
-    bar = tqdm(total=len(images), desc=f'{net.label}', unit='image')
-    for x, y, idx in batches(images, net.transform, batch_size):
+    bar = tqdm(total=len(images), desc=label, unit='image')
+    for x, y, idx in batches(images, transform, batch_size):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             r = est(x)
@@ -98,9 +101,9 @@ def report(model='efficientnet_lite0', # one of `condbook.models.MODELS`
         bar.update(len(idx))
     bar.close()
     per_image, per_layer = pd.DataFrame(rows), pd.concat(kappas)
-    plot_layer_kappa(per_layer, f'Per-layer factors κ_ℓ — {net.label}').savefig(out/'layer_kappa.png', dpi=110)
-    plot_condition(per_image, f'Condition per image — {net.label}').savefig(out/'condition.png', dpi=110)
-    (out/'summary.md').write_text(summary_markdown(net.label, est, per_image, images.skipped))
+    plot_layer_kappa(per_layer, f'Per-layer factors κ_ℓ — {label}').savefig(out/'layer_kappa.png', dpi=110)
+    plot_condition(per_image, f'Condition per image — {label}').savefig(out/'condition.png', dpi=110)
+    (out/'summary.md').write_text(summary_markdown(label, est, per_image, images.skipped))
     return out/'summary.md'
 
 # %% ../nbs/07_cli.ipynb #3bfa665a
@@ -210,6 +213,7 @@ def parser()->argparse.ArgumentParser:
     r.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     r.add_argument('--dtype', default='float32', choices=('float32', 'float64'))
     r.add_argument('--batch-size', type=int, default=4)
+    r.add_argument('--size', type=int, default=None, help="input crop H = W (default: the model's own)")
     _experiment_parser(sub)
     b = sub.add_parser('bench', help='measure the estimator against plain forward passes; print JSON')
     b.add_argument('--model', default='vgg19', choices=MODELS)
@@ -240,7 +244,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         if args.command == 'report':
-            path = report(args.model, args.weights, args.data, args.limit, args.out, args.device, args.dtype, args.batch_size)
+            path = report(args.model, args.weights, args.data, args.limit, args.out, args.device, args.dtype, args.batch_size, args.size)
             print(f'wrote {path.parent}/: summary.md, per_image.csv, per_layer.csv, layers.csv, layer_kappa.png, condition.png')
         elif args.command == 'experiment': print(experiment(args))
         elif args.command == 'summarize':

@@ -112,7 +112,7 @@ class Context:
     def __init__(self, cfg:ExperimentConfig, device='auto', progress=False):
         self.cfg = cfg
         self.net = load_model(cfg.model, cfg.weights, device=device, dtype=getattr(torch, cfg.dtype))
-        self.transform = pixel_transform(round(cfg.size * 256 / 224), cfg.size)
+        self.transform = pixel_transform(crop=cfg.size)
         self.est = Estimator(self.net, (3, cfg.size, cfg.size), progress=progress)
 
 # %% ../nbs/08_experiment.ipynb #cb51fe41

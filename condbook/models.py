@@ -32,9 +32,11 @@ class Classifier(nn.Sequential):
     def label(self): return f"{self.name} ({'untrained' if self.weights == 'untrained' else self.weights} weights)"
 
 # %% ../nbs/05_models.ipynb #aefc384a
-def pixel_transform(resize=256, crop=224, interpolation=T.InterpolationMode.BILINEAR):
+def pixel_transform(resize=None, # short side after resizing (None: crop·256/224, the ImageNet evaluation ratio)
+                    crop=224, # side of the centre crop
+                    interpolation=T.InterpolationMode.BILINEAR):
     "PIL image -> [3, crop, crop] tensor in [0, 1]: resize the short side, centre-crop (normalisation is in the model)."
-    return T.Compose([T.Lambda(lambda im: im.convert('RGB')), T.Resize(resize, interpolation=interpolation, antialias=True),
+    return T.Compose([T.Lambda(lambda im: im.convert('RGB')), T.Resize(resize or round(crop * 256 / 224), interpolation=interpolation, antialias=True),
                       T.CenterCrop(crop), T.ToTensor()])
 
 # %% ../nbs/05_models.ipynb #4dc75cc8

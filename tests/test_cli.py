@@ -25,7 +25,7 @@ def photos(tmp_path):
 def test_report_from_a_checkpoint(tmp_path, photos):
     ckpt = tmp_path/'alexnet.pt'
     torch.save(load_model('alexnet', 'untrained').net.state_dict(), ckpt)
-    res = run('report', '--model', 'alexnet', '--weights', str(ckpt), '--data', str(photos), '--out', str(tmp_path/'out'), '--device', 'cpu')
+    res = run('report', '--model', 'alexnet', '--weights', str(ckpt), '--data', str(photos), '--out', str(tmp_path/'out'), '--device', 'cpu', '--size', '64')
     assert res.returncode == 0, res.stderr
     out = tmp_path/'out'
     per_image = pd.read_csv(out/'per_image.csv')
@@ -34,7 +34,7 @@ def test_report_from_a_checkpoint(tmp_path, photos):
     for target in ('weights', 'activations'):  # minimal fixed-point bits, estimated and measured
         assert per_image[f'bits_{target}_measured'].between(2, 32).all() and per_image[f'bits_{target}_estimate'].ge(2).all()
     summary = (out/'summary.md').read_text()
-    assert 'n01484850_broken.JPEG' in summary and 'layer_kappa.png' in summary and 'minimal safe fixed-point bits' in summary and f'alexnet ({ckpt} weights)' in summary
+    assert 'n01484850_broken.JPEG' in summary and 'layer_kappa.png' in summary and 'minimal safe fixed-point bits' in summary and f'alexnet ({ckpt} weights), 64×64 input' in summary
     assert (out/'layer_kappa.png').stat().st_size > 1000 and (out/'condition.png').stat().st_size > 1000
 
 
