@@ -16,12 +16,12 @@ FAST = SMALL + ['--no-bitwidth']  # resume and sharding are the runner's, whatev
 
 @pytest.fixture(scope='module')
 def photos(tmp_path_factory):
-    "Five labelled ImageNet-named photos (random pixels) and one corrupt file."
+    "Three labelled ImageNet-named photos (random pixels) and one corrupt file."
     d = tmp_path_factory.mktemp('imgs')
     g = torch.Generator().manual_seed(0)
-    for name in ['n01440764_a.JPEG', 'n01443537_b.JPEG', 'n01484850_c.JPEG', 'n01491361_d.JPEG', 'n01494475_e.JPEG']:
+    for name in ['n01440764_a.JPEG', 'n01443537_b.JPEG', 'n01484850_c.JPEG']:
         Image.fromarray((torch.rand(70, 80, 3, generator=g) * 255).byte().numpy()).save(d/name)
-    (d/'n01496331_broken.JPEG').write_bytes(b'not a jpeg')
+    (d/'n01491361_broken.JPEG').write_bytes(b'not a jpeg')
     return d
 
 
@@ -51,14 +51,14 @@ def test_every_measurement_kind(clean_run):
     assert set(measured.measurement) == {'estimate', 'local_condition', 'flip_radius', 'parameters', 'bitwidth',
                                         *(f'random_{k}' for k in PERTURBATIONS), *(f'attack_{a}' for a in ATTACKS)}
     cfg = ExperimentConfig(**{k: v for k, v in json.loads((clean_run/'config.json').read_text()).items() if k != 'torch'})
-    assert len(measured) == 5 * len(cfg.measurements())
-    assert list(df[df.measurement == 'unreadable'].path.map(lambda p: Path(p).name)) == ['n01496331_broken.JPEG']
+    assert len(measured) == 3 * len(cfg.measurements())
+    assert list(df[df.measurement == 'unreadable'].path.map(lambda p: Path(p).name)) == ['n01491361_broken.JPEG']
     t = per_image_table(measured)
     assert (t.K >= t.activation_bound).all() and (t.activation_bound >= 0.999 * t.local_condition).all()
     assert (t.certified_radius < t.flip_radius).all()
-    assert list(t.label) == [0, 1, 2, 3, 4]
+    assert list(t.label) == [0, 1, 2]
     summary = (clean_run/'summary.md').read_text()
-    assert 'alexnet (untrained weights)' in summary and 'n01496331_broken.JPEG' in summary and '| local/attack' in summary
+    assert 'alexnet (untrained weights)' in summary and 'n01491361_broken.JPEG' in summary and '| local/attack' in summary
     assert 'Minimal safe bits' in summary
     bits = pd.read_csv(clean_run/'bitwidth.csv')
     assert len(bits) == 6 and (bits.bound >= bits.measured).all() and (bits.measured >= 1).all()
@@ -94,13 +94,13 @@ def test_two_process_sharding(photos, clean_run, tmp_path):
                           '--data', str(photos), '--out', str(out)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     shards = [read_rows(out/f'results-{r}-of-2.jsonl') for r in range(2)]
-    assert {r['image'] for r in shards[0]} == {0, 2, 4} and {r['image'] for r in shards[1]} == {1, 3, 5}
+    assert {r['image'] for r in shards[0]} == {0, 2} and {r['image'] for r in shards[1]} == {1, 3}
     merged, clean = load_results(out), without_bits(load_results(clean_run))
     assert keys(merged) == keys(clean)
     a, b = per_image_table(merged[merged.measurement != 'unreadable']), per_image_table(clean[clean.measurement != 'unreadable'])
     pd.testing.assert_series_equal(a.K, b.K, rtol=1e-5)                     # batch-independent measurements agree
     pd.testing.assert_series_equal(a.local_condition, b.local_condition, rtol=1e-2)
-    assert (out/'summary.md').exists() and '- images measured: 5' in (out/'summary.md').read_text()
+    assert (out/'summary.md').exists() and '- images measured: 3' in (out/'summary.md').read_text()
 
 
 def test_summarize_and_bad_input(clean_run, tmp_path):
