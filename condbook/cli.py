@@ -244,7 +244,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         if args.command == 'report':
-            path = report(args.model, args.weights, args.data, args.limit, args.out, args.device, args.dtype, args.batch_size, args.size)
+            path = report(args.model, args.weights, args.data, args.limit, args.out, args.device, args.dtype, args.batch_size, size=args.size)
             print(f'wrote {path.parent}/: summary.md, per_image.csv, per_layer.csv, layers.csv, layer_kappa.png, condition.png')
         elif args.command == 'experiment': print(experiment(args))
         elif args.command == 'summarize':
