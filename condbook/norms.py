@@ -94,12 +94,6 @@ def _tridiagonal(alphas, betas):
         T = T + off + off.transpose(1, 2)
     return T
 
-# %% ../nbs/00_norms.ipynb #bcd6b657
-def _orthogonalise(w, Q):
-    "`w` [B, n] minus its projection on the orthonormal rows of `Q` [k, B, n], applied twice for stability."
-    for _ in range(2): w = w - torch.einsum('kb,kbn->bn', torch.einsum('kbn,bn->kb', Q, w), Q)
-    return w
-
 # %% ../nbs/00_norms.ipynb #fea36cd9
 def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
                        rmatvec, # its adjoint: [B, *out] -> [B, *in]
@@ -112,20 +106,21 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
     q = q / q.norm(dim=1, keepdim=True)
     applications = 0
     while True:
-        Q, alphas, betas = [], [], []
+        Q, alphas, betas, prev = [], [], [], torch.zeros_like(q)
         for _ in range(krylov_dim):
             Q.append(q)
             w = rmatvec(matvec(q.view(shape))).flatten(1)
             applications += 2
-            alphas.append((q * w).sum(1).double())
-            w = _orthogonalise(w, torch.stack(Q))
+            alpha = (q * w).sum(1)
+            w = w - alpha[:, None] * q - (betas[-1].to(w.dtype)[:, None] * prev if betas else 0.)  # three-term recurrence
+            alphas.append(alpha.double())
             beta = w.norm(dim=1)
             theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
             top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
             converged = (beta.double() * s[:, -1]).abs() <= tol * top
             if converged.all() or applications >= max_applications: break
             betas.append(beta.double())
-            q = torch.where(beta[:, None] > 1e-30, w / beta.clamp_min(1e-30)[:, None], torch.zeros_like(w))
+            prev, q = q, torch.where(beta[:, None] > 1e-30, w / beta.clamp_min(1e-30)[:, None], torch.zeros_like(w))
         ritz = torch.einsum('kbn,bk->bn', torch.stack(Q), s.to(w.dtype))
         if converged.all() or applications >= max_applications:
             return SVResult(top.sqrt().to(v0.dtype), ritz.view(shape), applications)
