@@ -104,24 +104,27 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
     "Largest singular value per batch item, by restarted Lanczos on AᵀA; returns `SVResult(sigma [B], vector, applications)`."
     shape, q = v0.shape, v0.flatten(1)
     q = q / q.norm(dim=1, keepdim=True)
+    Q = q.new_empty(q.shape[0], krylov_dim, q.shape[1])  # the Krylov basis [B, k, n]
     applications = 0
     while True:
-        Q, alphas, betas, prev = [], [], [], torch.zeros_like(q)
-        for _ in range(krylov_dim):
-            Q.append(q)
+        alphas, betas = [], []
+        for k in range(krylov_dim):
+            Q[:, k] = q
             w = rmatvec(matvec(q.view(shape))).flatten(1)
             applications += 2
             alpha = (q * w).sum(1)
-            w = w - alpha[:, None] * q - (betas[-1].to(w.dtype)[:, None] * prev if betas else 0.)  # three-term recurrence
             alphas.append(alpha.double())
+            w = w - alpha[:, None] * q - (betas[-1].to(w.dtype)[:, None] * Q[:, k - 1] if k else 0.)  # three-term recurrence
+            basis = Q[:, :k + 1]
+            w = w - torch.bmm(torch.bmm(basis, w[:, :, None]).transpose(1, 2), basis)[:, 0]  # one Gram-Schmidt pass
             beta = w.norm(dim=1)
             theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
             top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
             converged = (beta.double() * s[:, -1]).abs() <= tol * top
             if converged.all() or applications >= max_applications: break
             betas.append(beta.double())
-            prev, q = q, torch.where(beta[:, None] > 1e-30, w / beta.clamp_min(1e-30)[:, None], torch.zeros_like(w))
-        ritz = torch.einsum('kbn,bk->bn', torch.stack(Q), s.to(w.dtype))
+            q = torch.where(beta[:, None] > 1e-30, w / beta.clamp_min(1e-30)[:, None], torch.zeros_like(w))
+        ritz = torch.bmm(s.to(w.dtype)[:, None, :], Q[:, :k + 1])[:, 0]
         if converged.all() or applications >= max_applications:
             return SVResult(top.sqrt().to(v0.dtype), ritz.view(shape), applications)
         q = ritz / ritz.norm(dim=1, keepdim=True)
