@@ -79,13 +79,11 @@ def groups_of(t:torch.Tensor, per_channel:bool, batched:bool)->torch.Tensor:
 
 def round_fixed(t:torch.Tensor, fmt:Fixed, batched=False)->torch.Tensor:
     "`t` rounded to symmetric fixed point with per-group scale max|t|/levels; `batched`: dim 0 indexes images."
-    g = groups_of(t, fmt.per_channel, batched)
-    scale = g.abs().amax(1).float() / fmt.levels
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = int(fmt.levels)
-    if len(g) == 1: r = torch.fake_quantize_per_tensor_affine(g.float(), scale[0].item(), 0, -q, q)
-    else: r = torch.fake_quantize_per_channel_affine(g.float(), scale, torch.zeros(len(g), dtype=torch.int32, device=t.device), 0, -q, q)
-    return r.reshape(t.shape).to(t.dtype)
+    g = groups_of(t, fmt.per_channel, batched).to(torch.promote_types(t.dtype, torch.float32))
+    lo, hi = torch.aminmax(g, dim=1)
+    scale = torch.maximum(-lo, hi) / fmt.levels
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
+    return (g * (1 / scale)).round_().clamp_(-fmt.levels, fmt.levels).mul_(scale).reshape(t.shape).to(t.dtype)
 
 def round_to(t, fmt, batched=False):
     "`t` rounded to `fmt` (`Fixed` or `Float`)."
