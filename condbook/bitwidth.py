@@ -58,7 +58,8 @@ def _round_mantissa_fp32(t:torch.Tensor, man_bits:int)->torch.Tensor:
     s = 23 - man_bits
     if s <= 0: return t
     b = t.contiguous().view(torch.int32)
-    return ((b + ((1 << (s - 1)) - 1) + ((b >> s) & 1)) & ~((1 << s) - 1)).view(torch.float32)
+    r = torch.bitwise_right_shift(b, s).bitwise_and_(1)  # in place from here: one temporary, not five
+    return r.add_(b).add_((1 << (s - 1)) - 1).bitwise_and_(~((1 << s) - 1)).view(torch.float32)
 
 def round_float(t:torch.Tensor, fmt:Float)->torch.Tensor:
     "`t` rounded to nearest (ties to even) in `fmt` by `frexp`/`ldexp`, exactly (float32 holds every step of formats within it)."
