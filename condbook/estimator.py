@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError', 'trace', 'node_role', 'Layer', 'Piece', 'Join',
-           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'image_norms',
-           'require_eval', 'jacobian_products', 'Estimate', 'Estimator', 'local_condition']
+           'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'elementwise_tail',
+           'image_norms', 'require_eval', 'jacobian_products', 'Estimate', 'Estimator', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import copy, math, operator, warnings
@@ -230,6 +230,13 @@ def parameter_factors(module, z, y)->dict:
     if module.bias is not None: out['bias'] = (module.bias.norm() * P ** 0.5).expand(z.shape[0])
     return out
 
+# %% ../nbs/01_estimator.ipynb #5d704afd
+def elementwise_tail(piece:Piece, gm:fx.GraphModule):
+    "The nodes after a piece's affine layer if all of them act entry by entry (then J_p = diag(s)·A), else None."
+    head, tail = piece.layers[0], [n for l in piece.layers[1:] for n in l.nodes]
+    entrywise = lambda n: isinstance(gm.get_submodule(n.target), tuple(ELEMENTWISE_LIPSCHITZ)) if n.op == 'call_module' else n.target in RELUS
+    return tail if head.affine and all(map(entrywise, tail)) else None
+
 # %% ../nbs/01_estimator.ipynb #0f74c514
 def image_norms(t): return t.flatten(1).norm(dim=1)
 
@@ -370,13 +377,25 @@ class Estimator:
         if skipped: warnings.warn('skipped images: ' + '; '.join(f'{b}: {r}' for b, r in skipped.items()))
         return Estimate(self, values, image_norms(x), out_norm, skipped)
 
+    def piece_products(self, piece:Piece, values:dict):
+        "(v -> J_p v, u -> J_pᵀ u) of one piece at the recorded values, as diag(s)·A where `elementwise_tail` allows."
+        x_in, tail = values[piece.source], elementwise_tail(piece, self.gm)
+        if tail is None:
+            nodes = [n for l in piece.layers for n in l.nodes]
+            return jacobian_products(lambda v: run_nodes(self.gm, nodes, piece.source, v, values), x_in)[1:]
+        head = piece.layers[0]
+        A = self.layer_map(head, values)
+        At = adjoint(A, x_in.shape, dtype=x_in.dtype, device=x_in.device)
+        if not tail: return A, At
+        z = values[head.sink]
+        s = vjp(lambda v: run_nodes(self.gm, tail, head.sink, v, values), z)[1](torch.ones_like(z))[0]  # slopes: Jᵀ1 of a diagonal J
+        return (lambda v: s * A(v)), (lambda u: At(s * u))
+
     @torch.no_grad()
     def piece_jacobian_norm(self, piece:Piece, values:dict)->torch.Tensor:
-        "‖J_p(x)‖₂ of one piece at the recorded values, per image [B] (batched Lanczos on Jacobian products)."
+        "‖J_p(x)‖₂ of one piece at the recorded values, per image [B] (batched Lanczos on `piece_products`)."
         x_in = values[piece.source]
-        nodes = [n for l in piece.layers for n in l.nodes]
-        fn = lambda v: run_nodes(self.gm, nodes, piece.source, v, values)
-        _, matvec, rmatvec = jacobian_products(fn, x_in)
+        matvec, rmatvec = self.piece_products(piece, values)
         v0 = seeded_start(x_in.shape, dtype=x_in.dtype, device=x_in.device)
         return top_singular_value(matvec, rmatvec, v0, tol=self.local_tol).sigma
 

@@ -112,18 +112,19 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
             Q[:, k] = q
             w = rmatvec(matvec(q.view(shape))).flatten(1)
             applications += 2
-            alpha = (q * w).sum(1)
+            alpha = torch.linalg.vecdot(q, w)
             alphas.append(alpha.double())
-            w = w - alpha[:, None] * q - (betas[-1].to(w.dtype)[:, None] * Q[:, k - 1] if k else 0.)  # three-term recurrence
+            w = w.addcmul(alpha[:, None], q, value=-1)  # three-term recurrence, in place from here on
+            if k: w.addcmul_(betas[-1].to(w.dtype)[:, None], Q[:, k - 1], value=-1)
             basis = Q[:, :k + 1]
-            w = w - torch.bmm(torch.bmm(basis, w[:, :, None]).transpose(1, 2), basis)[:, 0]  # one Gram-Schmidt pass
+            w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)  # one Gram-Schmidt pass
             beta = w.norm(dim=1)
             theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
             top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
             converged = (beta.double() * s[:, -1]).abs() <= tol * top
             if converged.all() or applications >= max_applications: break
             betas.append(beta.double())
-            q = torch.where(beta[:, None] > 1e-30, w / beta.clamp_min(1e-30)[:, None], torch.zeros_like(w))
+            q = w.mul_(torch.where(beta > 1e-30, 1 / beta, 0.)[:, None])
         ritz = torch.bmm(s.to(w.dtype)[:, None, :], Q[:, :k + 1])[:, 0]
         if converged.all() or applications >= max_applications:
             return SVResult(top.sqrt().to(v0.dtype), ritz.view(shape), applications)
