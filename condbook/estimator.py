@@ -230,7 +230,7 @@ def parameter_factors(module, z, y)->dict:
     if module.bias is not None: out['bias'] = (module.bias.norm() * P ** 0.5).expand(z.shape[0])
     return out
 
-# %% ../nbs/01_estimator.ipynb #5d704afd
+# %% ../nbs/01_estimator.ipynb #7a55bddf
 def elementwise_tail(piece:Piece, gm:fx.GraphModule):
     "The nodes after a piece's affine layer if all of them act entry by entry (then J_p = diag(s)·A), else None."
     head, tail = piece.layers[0], [n for l in piece.layers[1:] for n in l.nodes]
