@@ -217,6 +217,7 @@ def _experiment_parser(sub):
     e.add_argument('--world-size', type=int, default=None, help='number of shards (default: torchrun WORLD_SIZE, else 1)')
     s = sub.add_parser('summarize', help='tables, figures and summary.md of an experiment folder (all shards)')
     s.add_argument('out', help='experiment output folder')
+    s.add_argument('--limit', type=int, default=None, help='only the first N images (in sorted order)')
 
 
 # %% ../nbs/07_cli.ipynb #4191549d
@@ -269,7 +270,7 @@ def main(argv=None):
         elif args.command == 'experiment': print(experiment(args))
         elif args.command == 'summarize':
             from condbook.experiment import summarize
-            print(f'wrote {summarize(args.out)}')
+            print(f'wrote {summarize(args.out, args.limit)}')
         else: print(json.dumps(bench(args.model, args.size, args.batch, device=args.device, power_cap=args.power_cap), indent=1))
     except PretrainedWeightsUnavailable as e:
         print(f'condbook: {e}', file=sys.stderr); sys.exit(2)

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['RATIOS', 'QUICK', 'ExperimentConfig', 'check_config', 'read_rows', 'row_key', 'ResultsFile', 'Context', 'measure',
-           'shard_of', 'done_keys', 'run_experiment', 'load_results', 'per_image_table', 'tightness_table',
-           'layer_kappa_table', 'timing_table', 'minimal_bits_rows', 'safe_width_table', 'plot_estimates',
-           'plot_amplification', 'plot_ratios', 'plot_radii', 'summarize', 'study_from_env']
+           'shard_of', 'done_keys', 'run_experiment', 'load_results', 'complete_rows', 'per_image_table',
+           'tightness_table', 'layer_kappa_table', 'timing_table', 'minimal_bits_rows', 'safe_width_table',
+           'plot_estimates', 'plot_amplification', 'plot_ratios', 'plot_radii', 'summarize', 'study_from_env']
 
 # %% ../nbs/08_experiment.ipynb #e4ef6283
 import json, os, time, warnings
@@ -218,12 +218,23 @@ def run_experiment(cfg:ExperimentConfig, # what to measure
     if summarize_at_end and all((out/f'done-{r}-of-{world}').exists() for r in range(world)): return summarize(out)
 
 # %% ../nbs/08_experiment.ipynb #de72f1aa
-def load_results(out)->pd.DataFrame:
+def load_results(out, # experiment output folder
+                 limit=None)->pd.DataFrame: # only the first `limit` images (in sorted order)
     "Every row of every shard under `out`, duplicates (by key) dropped."
-    rows = [r for f in sorted(Path(out).glob('results-*.jsonl')) for r in read_rows(f)]
+    rows = [r for f in sorted(Path(out).glob('results-*.jsonl')) for r in read_rows(f) if limit is None or r['image'] < limit]
     if not rows: raise FileNotFoundError(f'no results in {out}')
     df = pd.DataFrame(rows)
     return df.loc[~df[['image', 'measurement', 'eps']].astype(str).duplicated()].reset_index(drop=True)
+
+# %% ../nbs/08_experiment.ipynb #f1ba1f27
+def complete_rows(df:pd.DataFrame, # rows of `load_results`
+                  plan:list)->pd.DataFrame: # (measurement, eps) pairs: `ExperimentConfig.measurements()`
+    "The rows of the images that have every (measurement, eps) of `plan`."
+    key = lambda m, e: (m, None if e is None or pd.isna(e) else float(e))
+    wanted = {key(m, e) for m, e in plan}
+    rows = df[[key(m, e) in wanted for m, e in zip(df.measurement, df.eps)]]
+    count = rows.groupby('image').size()  # rows are unique by key (`load_results`)
+    return rows[rows.image.isin(count.index[count == len(wanted)])].reset_index(drop=True)
 
 # %% ../nbs/08_experiment.ipynb #19cc92b2
 RATIOS = {'K/local': ('K', 'local_condition'), 'activation/local': ('activation_bound', 'local_condition'),
@@ -331,12 +342,15 @@ def plot_radii(per_image, title):
     return fig
 
 # %% ../nbs/08_experiment.ipynb #bfa3ddec
-def summarize(out)->Path:
+def summarize(out, # experiment output folder
+              limit=None)->Path: # only the first `limit` images (in sorted order)
     "Write per_image.csv, tightness.csv, timing.csv, the figures and summary.md from every shard under `out`; return summary.md."
     out = Path(out)
-    df, cfg = load_results(out), json.loads((out/'config.json').read_text())
-    label = ExperimentConfig(**{k: v for k, v in cfg.items() if k in {f.name for f in fields(ExperimentConfig)}}).label
-    measured = df[df.measurement != 'unreadable']
+    df, cfg = load_results(out, limit), json.loads((out/'config.json').read_text())
+    config = ExperimentConfig(**{k: v for k, v in cfg.items() if k in {f.name for f in fields(ExperimentConfig)}})
+    label, measured = config.label, complete_rows(df, config.measurements())
+    in_flight = df[(df.measurement != 'unreadable') & ~df.image.isin(measured.image)].image.nunique()
+    if not len(measured): raise FileNotFoundError(f'no image in {out} has every measurement yet ({in_flight} in flight)')
     per_image, timing = per_image_table(measured), timing_table(measured)
     tight = tightness_table(per_image)
     for name, table in (('per_image', per_image.reset_index()), ('tightness', tight.reset_index(names='quantity')), ('timing', timing.reset_index())):
@@ -355,7 +369,7 @@ def summarize(out)->Path:
     for name, fig in figs.items(): fig.savefig(out/name, dpi=100, bbox_inches='tight'); plt.close(fig)
     unreadable = df[df.measurement == 'unreadable']
     lines = [f'# Tightness of the condition estimate: {label}', '',
-             f"- images measured: {len(per_image)}" + (f" (top-1 accuracy {(per_image.label == per_image.prediction)[per_image.label >= 0].mean():.1%} on the labelled)" if (per_image.label >= 0).any() else ''),
+             f"- images measured: {len(per_image)}" + (f"; {in_flight} more in flight, left out" if in_flight else '') + (f" (top-1 accuracy {(per_image.label == per_image.prediction)[per_image.label >= 0].mean():.1%} on the labelled)" if (per_image.label >= 0).any() else ''),
              f"- data: {cfg['data'] or 'photographs shipped with scikit-image'}; input {cfg['size']}×{cfg['size']}; seed {cfg['seed']}",
              f"- L_f = {measured[measured.measurement == 'estimate'].lipschitz.iloc[0]:.4g}", '',
              '## Quantiles over images', '', tight.to_markdown(floatfmt='.3g'), '',
@@ -378,7 +392,7 @@ def study_from_env(model:str, # one of `condbook.models.MODELS`
                    data='../../../shared/data/imagenet-sample', # image folder when $CONDBOOK_DATA is unset
                    out='../../report/experiments', # runs folder when $CONDBOOK_OUT is unset
                    **settings)->tuple: # `ExperimentConfig` fields that differ from the defaults
-    "Run or resume the study of `model` configured by the CONDBOOK_* variables; (config, run folder)."
+    "Run or resume the study of `model` configured by the CONDBOOK_* variables and summarize it; (config, run folder, rows of the measured images)."
     env = os.environ.get
     data = env('CONDBOOK_DATA', data)
     weights, quick = env('CONDBOOK_WEIGHTS', 'imagenet'), env('CONDBOOK_QUICK', '0') == '1'
@@ -393,4 +407,5 @@ def study_from_env(model:str, # one of `condbook.models.MODELS`
     tag = f"{model}-{'untrained' if weights == 'untrained' else 'imagenet' if weights == 'imagenet' else Path(weights).stem}-{cfg.size}" + ('-quick' if quick else '')
     run = Path(env('CONDBOOK_OUT', out))/tag
     run_experiment(cfg, run, limit, env('CONDBOOK_DEVICE', 'auto'), summarize_at_end=False, progress=False)
-    return cfg, run
+    summarize(run, limit)
+    return cfg, run, complete_rows(load_results(run, limit), cfg.measurements())

@@ -70,11 +70,18 @@ def test_resume_after_kill_9(photos, clean_run, tmp_path):
     out = tmp_path/'killed'
     shard = out/'results-0-of-1.jsonl'
     p = cli('experiment', *FAST, '--data', str(photos), '--out', str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and (not shard.exists() or len(read_rows(shard)) < 12): time.sleep(0.05)
+    plan = len(without_bits(load_results(clean_run)).query('image == 0'))  # rows per image
+    deadline = time.time() + 300                                           # kill inside image 2: chunk [0, 1] done, image 3 unreadable
+    while time.time() < deadline and (not shard.exists() or len(read_rows(shard)) < 2 * plan + 2): time.sleep(0.05)
     p.send_signal(signal.SIGKILL); p.wait()
     partial = len(read_rows(shard))
-    assert 0 < partial < len(without_bits(load_results(clean_run))), 'the kill should land mid-run'
+    assert 2 * plan + 2 <= partial < 3 * plan + 1, 'the kill should land inside image 2'
+    res = subprocess.run([CONDBOOK, 'summarize', str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert '- images measured: 2; 1 more in flight, left out' in (out/'summary.md').read_text()
+    assert list(pd.read_csv(out/'per_image.csv').image) == [0, 1]
+    res = subprocess.run([CONDBOOK, 'summarize', str(out), '--limit', '1'], capture_output=True, text=True)
+    assert res.returncode == 0 and '- images measured: 1 (' in (out/'summary.md').read_text()
     p = cli('experiment', *FAST, '--data', str(photos), '--out', str(out))
     _, stderr = p.communicate(timeout=600)
     assert p.returncode == 0, stderr
