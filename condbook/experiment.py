@@ -346,9 +346,9 @@ def summarize(out, # experiment output folder
               limit=None)->Path: # only the first `limit` images (in sorted order)
     "Write per_image.csv, tightness.csv, timing.csv, the figures and summary.md from every shard under `out`; return summary.md."
     out = Path(out)
-    df, cfg = load_results(out, limit), json.loads((out/'config.json').read_text())
-    config = ExperimentConfig(**{k: v for k, v in cfg.items() if k in {f.name for f in fields(ExperimentConfig)}})
-    label, measured = config.label, complete_rows(df, config.measurements())
+    df, saved = load_results(out, limit), json.loads((out/'config.json').read_text())
+    cfg = ExperimentConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(ExperimentConfig)}})
+    label, measured = cfg.label, complete_rows(df, cfg.measurements())
     in_flight = df[(df.measurement != 'unreadable') & ~df.image.isin(measured.image)].image.nunique()
     if not len(measured): raise FileNotFoundError(f'no image in {out} has every measurement yet ({in_flight} in flight)')
     per_image, timing = per_image_table(measured), timing_table(measured)
@@ -370,7 +370,7 @@ def summarize(out, # experiment output folder
     unreadable = df[df.measurement == 'unreadable']
     lines = [f'# Tightness of the condition estimate: {label}', '',
              f"- images measured: {len(per_image)}" + (f"; {in_flight} more in flight, left out" if in_flight else '') + (f" (top-1 accuracy {(per_image.label == per_image.prediction)[per_image.label >= 0].mean():.1%} on the labelled)" if (per_image.label >= 0).any() else ''),
-             f"- data: {cfg['data'] or 'photographs shipped with scikit-image'}; input {cfg['size']}×{cfg['size']}; seed {cfg['seed']}",
+             f"- data: {cfg.data or 'photographs shipped with scikit-image'}; input {cfg.size}×{cfg.size}; seed {cfg.seed}",
              f"- L_f = {measured[measured.measurement == 'estimate'].lipschitz.iloc[0]:.4g}", '',
              '## Quantiles over images', '', tight.to_markdown(floatfmt='.3g'), '',
              *(['## Minimal safe bits (99% of images keep their top-1 class)', '', 'Fixed point: total bits; floating point: mantissa bits '
