@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['ATTACKS', 'DEFAULT_EPS', 'AttackResult', 'zero_gradients', 'advertorch_attacks', 'output_distortion',
-           'make_adversary', 'frozen', 'run_attack', 'attack_amplification', 'logit_margin', 'certified_radius',
-           'flip_radius', 'attack_amplification_table']
+           'make_adversary', 'frozen', 'run_attack', 'attack_amplification', 'certified_radius', 'flip_radius',
+           'attack_amplification_table']
 
 # %% ../nbs/03_attacks.ipynb #7d3521d9
 import contextlib, copy, importlib, math
@@ -13,8 +13,7 @@ from collections import namedtuple
 import pandas as pd
 import torch
 from torch import nn
-from .estimator import image_norms, require_eval
-from .norms import module_like
+from .core import image_norms, logit_margin, module_like, require_eval
 
 # %% ../nbs/03_attacks.ipynb #72787980
 def zero_gradients(x):
@@ -112,11 +111,6 @@ def attack_amplification(model:nn.Module, # classifier in eval mode, on pixel-sp
     return run_attack(model, x, attack, eps, **kwargs).amplification
 
 # %% ../nbs/03_attacks.ipynb #6047abac
-def logit_margin(logits:torch.Tensor)->torch.Tensor:
-    "Top-1 minus top-2 logit [B] (float64)."
-    top2 = logits.detach().double().topk(2, dim=1).values
-    return top2[:, 0] - top2[:, 1]
-
 def certified_radius(logits:torch.Tensor, # logits [B, classes] at x
                      lipschitz:float)->torch.Tensor: # an upper bound on the ℓ2 Lipschitz constant of the logits
     "ℓ2 radius [B] within which the top-1 class provably cannot change: margin/(√2·L)."

@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 from torch import fx, nn
 from fastcore.basics import patch
-from .attacks import logit_margin
-from .estimator import Estimator, Join, Piece, _patch_norm, _tensor_inputs, image_norms, record
+from .core import image_norms, logit_margin
+from .estimator import Estimator, Join, Piece, _patch_norm, _tensor_inputs, record
+from .plots import plots
 
 # %% ../nbs/04_bitwidth.ipynb #d847a3f7
 @dataclass(frozen=True)
@@ -489,8 +490,7 @@ def compare_allocation(ro:Roundoff, sens:pd.DataFrame, mean_bits:int)->pd.DataFr
 # %% ../nbs/04_bitwidth.ipynb #d8054e36
 def plot_error_vs_bits(table:pd.DataFrame, title:str):
     "Relative output error against width, per target: bound, estimate and measured (median over images)."
-    from condbook.cli import _plots
-    plt, sns = _plots()
+    plt, sns = plots()
     long = table.melt(id_vars=['target', 'bits', 'image'], value_vars=['bound', 'estimate', 'measured'], var_name='error')
     long = long[(long.value > 0) & (long.value < float('inf'))]
     g = sns.relplot(data=long, x='bits', y='value', hue='error', col='target', kind='line', estimator='median', errorbar=('pi', 80),
@@ -501,8 +501,7 @@ def plot_error_vs_bits(table:pd.DataFrame, title:str):
 
 def plot_agreement(table:pd.DataFrame, minimal:pd.DataFrame, title:str, keep=0.99):
     "Fraction of top-1 classes kept against width, per target, with the widths the bound and the estimate call safe for `keep`."
-    from condbook.cli import _plots
-    plt, sns = _plots()
+    plt, sns = plots()
     targets = list(table.target.unique())
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3), sharey=True, squeeze=False)
     for ax, t in zip(axes[0], targets):
@@ -518,8 +517,7 @@ def plot_agreement(table:pd.DataFrame, minimal:pd.DataFrame, title:str, keep=0.9
 
 def plot_minimal_bits(minimal:pd.DataFrame, title:str):
     "Predicted against measured minimal width per image and target (y = x dashed)."
-    from condbook.cli import _plots
-    plt, sns = _plots()
+    plt, sns = plots()
     long = minimal.melt(id_vars=['target', 'measured'], value_vars=list(KINDS), var_name='prediction', value_name='predicted')
     long = long[long.predicted < float('inf')]
     fig, ax = plt.subplots(figsize=(5, 4))

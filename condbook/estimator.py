@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['LEAF_TYPES', 'RESHAPES', 'ADDS', 'RELUS', 'UnsupportedOperationError', 'trace', 'node_role', 'Layer', 'Piece', 'Join',
            'build_layers', 'run_nodes', 'record', 'propagate', 'downstream', 'parameter_factors', 'elementwise_tail',
-           'image_norms', 'require_eval', 'jacobian_products', 'Estimate', 'Estimator', 'local_condition']
+           'Estimate', 'Estimator', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import copy, math, operator, warnings
@@ -16,9 +16,10 @@ from torch import fx, nn
 from torch.func import vjp
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
+from .core import image_norms, jacobian_products, module_like, require_eval
 from .norms import (AFFINE_TYPES, ELEMENTWISE_LIPSCHITZ, POOL_TYPES, TRANSPARENT_TYPES, adjoint, cached,
-                            check_eval_mode, constant_key, is_affine, linear_map_norm, linear_part, lipschitz_constant,
-                            module_like, seeded_start, top_singular_value)
+                            constant_key, is_affine, linear_map_norm, linear_part, lipschitz_constant,
+                            seeded_start, top_singular_value)
 
 # %% ../nbs/01_estimator.ipynb #a6c2844d
 LEAF_TYPES = AFFINE_TYPES + TRANSPARENT_TYPES + tuple(ELEMENTWISE_LIPSCHITZ) + POOL_TYPES
@@ -236,20 +237,6 @@ def elementwise_tail(piece:Piece, gm:fx.GraphModule):
     head, tail = piece.layers[0], [n for l in piece.layers[1:] for n in l.nodes]
     entrywise = lambda n: isinstance(gm.get_submodule(n.target), tuple(ELEMENTWISE_LIPSCHITZ)) if n.op == 'call_module' else n.target in RELUS
     return tail if head.affine and all(map(entrywise, tail)) else None
-
-# %% ../nbs/01_estimator.ipynb #0f74c514
-def image_norms(t): return t.flatten(1).norm(dim=1)
-
-def require_eval(model:nn.Module):
-    "Raise unless `model` is in eval mode (BatchNorm/Dropout in training mode change the function per batch)."
-    if model.training: raise ValueError("model is in training mode (BatchNorm/Dropout would change the function): call model.eval() first")
-    check_eval_mode(model)
-
-def jacobian_products(fn, x):
-    "`(fn(x), v -> J v, u -> Jᵀ u)` at `x`: each map linearised once and reused for every product."
-    out, pullback = vjp(fn, x)
-    _, push = vjp(lambda u: vjp(fn, x)[1](u)[0], torch.zeros_like(out))  # J v as the transpose of the linear u -> Jᵀ u
-    return out, lambda v: push(v)[0], lambda u: pullback(u)[0]
 
 # %% ../nbs/01_estimator.ipynb #e2ec931e
 class Estimate:

@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .attacks import ATTACKS, DEFAULT_EPS, certified_radius, flip_radius, logit_margin, run_attack
+from .attacks import ATTACKS, DEFAULT_EPS, certified_radius, flip_radius, run_attack
+from .core import logit_margin, save_csv
 from .bitwidth import KINDS, Roundoff, minimal_bits_table, plot_minimal_bits, safe_width
-from .cli import _plots, _save, plot_layer_kappa
+from .plots import plot_layer_kappa, plots
 from .data import image_folder, sample_images
 from .estimator import Estimator, local_condition
 from .models import PretrainedWeightsUnavailable, load_model, pixel_transform
@@ -292,7 +293,7 @@ def safe_width_table(minimal:pd.DataFrame, keep=0.99)->pd.DataFrame:
 # %% ../nbs/08_experiment.ipynb #708a26dc
 def plot_estimates(per_image, title):
     "Each bound and κ(x) against the best observed amplification per image, log-log, with y = x."
-    plt, sns = _plots()
+    plt, sns = plots()
     long = per_image.melt(id_vars=['attack_max'], value_vars=['K', 'activation_bound', 'local_condition'], var_name='estimate').dropna()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     sns.scatterplot(data=long, x='attack_max', y='value', hue='estimate', ax=ax, alpha=.7)
@@ -305,7 +306,7 @@ def plot_estimates(per_image, title):
 # %% ../nbs/08_experiment.ipynb #5bfbb804
 def plot_amplification(df, title):
     "Amplification against size: random kinds (max per image) against ‖δ‖/‖x‖, attacks against their radius."
-    plt, sns = _plots()
+    plt, sns = plots()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rnd = df[df.measurement.str.startswith('random_')].assign(kind=lambda d: d.measurement.str.removeprefix('random_'))
     att = df[df.measurement.str.startswith('attack_') & df.eps.notna()].assign(attack=lambda d: d.measurement.str.removeprefix('attack_'))
@@ -322,7 +323,7 @@ def plot_amplification(df, title):
 # %% ../nbs/08_experiment.ipynb #191c5f6d
 def plot_ratios(per_image, title):
     "Histograms of the tightness ratios (log10)."
-    plt, sns = _plots()
+    plt, sns = plots()
     import numpy as np
     long = per_image[list(RATIOS)].astype(float).apply(np.log10).melt(var_name='ratio', value_name='log10').replace([np.inf, -np.inf], np.nan).dropna()
     g = sns.displot(data=long, x='log10', col='ratio', col_wrap=3, height=2.4, aspect=1.3, facet_kws=dict(sharex=False, sharey=False))
@@ -332,7 +333,7 @@ def plot_ratios(per_image, title):
 # %% ../nbs/08_experiment.ipynb #fd48b66e
 def plot_radii(per_image, title):
     "Certified radius against the smallest flipping perturbation found (L2 PGD bisection and CW), log-log."
-    plt, sns = _plots()
+    plt, sns = plots()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for col, lab in (('flip_radius', 'L2 PGD (bisection)'), ('cw_distance', 'Carlini–Wagner')):
         ok = per_image[['certified_radius', col]].replace(float('inf'), float('nan')).dropna()
@@ -354,7 +355,7 @@ def summarize(out, # experiment output folder
     per_image, timing = per_image_table(measured), timing_table(measured)
     tight = tightness_table(per_image)
     for name, table in (('per_image', per_image.reset_index()), ('tightness', tight.reset_index(names='quantity')), ('timing', timing.reset_index())):
-        _save(table, out/f'{name}.csv')
+        save_csv(table, out/f'{name}.csv')
     figs = {'estimates.png': plot_estimates(per_image, f'Estimates against attacks — {label}'),
             'amplification.png': plot_amplification(measured, f'Amplification against size — {label}'),
             'ratios.png': plot_ratios(per_image, f'Tightness ratios — {label}'),
@@ -363,9 +364,9 @@ def summarize(out, # experiment output folder
     minimal = minimal_bits_rows(measured)
     bits = safe_width_table(minimal) if len(minimal) else None
     if bits is not None:
-        _save(bits.reset_index(), out/'bitwidth.csv')
+        save_csv(bits.reset_index(), out/'bitwidth.csv')
         figs['bitwidth.png'] = plot_minimal_bits(minimal, f'Minimal safe bits per image — {label}')
-    plt, _ = _plots()
+    plt, _ = plots()
     for name, fig in figs.items(): fig.savefig(out/name, dpi=100, bbox_inches='tight'); plt.close(fig)
     unreadable = df[df.measurement == 'unreadable']
     lines = [f'# Tightness of the condition estimate: {label}', '',

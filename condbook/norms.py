@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['AFFINE_TYPES', 'TRANSPARENT_TYPES', 'OFFSET_NAMES', 'SVResult', 'ELEMENTWISE_LIPSCHITZ', 'POOL_TYPES', 'Normalize',
-           'is_affine', 'check_eval_mode', 'linear_part', 'module_like', 'adjoint', 'dense_matrix', 'seeded_start',
-           'top_singular_value', 'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm',
-           'operator_norm', 'pool_window_counts', 'lipschitz_constant']
+           'is_affine', 'linear_part', 'adjoint', 'dense_matrix', 'seeded_start', 'top_singular_value',
+           'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'operator_norm',
+           'pool_window_counts', 'lipschitz_constant']
 
 # %% ../nbs/00_norms.ipynb #57464c01
 import hashlib, json, math, os
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call, vjp
+from .core import check_eval_mode, module_like
 
 # %% ../nbs/00_norms.ipynb #86c521c3
 class Normalize(nn.Module):
@@ -38,14 +39,6 @@ def is_affine(module:nn.Module)->bool:
     if isinstance(module, nn.Sequential): return all(is_affine(m) for m in module)
     return isinstance(module, AFFINE_TYPES + TRANSPARENT_TYPES)
 
-# %% ../nbs/00_norms.ipynb #f5dc843c
-def check_eval_mode(module:nn.Module):
-    "Raise if a BatchNorm or Dropout inside `module` is in training mode (it would not be a fixed function)."
-    for name, m in module.named_modules():
-        if m.training and isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
-            raise ValueError(f"module {name or type(m).__name__!r} is in training mode: BatchNorm/Dropout change "
-                             "the function per batch; call model.eval() first")
-
 # %% ../nbs/00_norms.ipynb #a6c1f9ca
 def linear_part(module:nn.Module):
     "The bias-free linear map `x -> A x` ([B, *input_shape] -> [B, *output_shape]) of an affine `module`."
@@ -54,12 +47,6 @@ def linear_part(module:nn.Module):
     state = {k: torch.zeros_like(v) if k.rsplit('.', 1)[-1] in OFFSET_NAMES else v
              for k, v in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items()}
     return lambda x: functional_call(module, state, (x,))
-
-# %% ../nbs/00_norms.ipynb #b64c9aad
-def module_like(module:nn.Module)->dict:
-    "The dtype and device of `module`'s parameters (float32 on the CPU for a module without any)."
-    t = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
-    return dict(dtype=torch.float32, device='cpu') if t is None else dict(dtype=t.dtype, device=t.device)
 
 # %% ../nbs/00_norms.ipynb #417da210
 def adjoint(fn, # a linear map of [B, *input_shape] batches

@@ -12,8 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call
-from .estimator import image_norms, require_eval
-from .norms import module_like
+from .core import image_norms, module_like, require_eval
 
 # %% ../nbs/02_perturbations.ipynb #c42a449e
 PERTURBATIONS = ('gaussian', 'uniform', 'sign')
