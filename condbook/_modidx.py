@@ -256,4 +256,9 @@ d = { 'settings': { 'branch': 'main',
                                   'condbook.perturb.random_trials': ('perturbations.html#random_trials', 'condbook/perturb.py')},
             'condbook.plots': { 'condbook.plots.plot_condition': ('plots.html#plot_condition', 'condbook/plots.py'),
                                 'condbook.plots.plot_layer_kappa': ('plots.html#plot_layer_kappa', 'condbook/plots.py'),
-                                'condbook.plots.plots': ('plots.html#plots', 'condbook/plots.py')}}}
+                                'condbook.plots.plots': ('plots.html#plots', 'condbook/plots.py')},
+            'condbook.showdoc': { 'condbook.showdoc.Renderer': ('showdoc.html#renderer', 'condbook/showdoc.py'),
+                                  'condbook.showdoc.Renderer.__init__': ('showdoc.html#renderer.__init__', 'condbook/showdoc.py'),
+                                  'condbook.showdoc.Renderer._repr_markdown_': ( 'showdoc.html#renderer._repr_markdown_',
+                                                                                 'condbook/showdoc.py'),
+                                  'condbook.showdoc.own_docstring': ('showdoc.html#own_docstring', 'condbook/showdoc.py')}}}

@@ -81,7 +81,8 @@ def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images
                eps=None, # radius (float or tensor [B]; see `DEFAULT_EPS`)
                y=None, # labels to push away from (default: the model's own top-1 classes)
                seed=0, # seed of the random start
-               **kwargs)->AttackResult: # passed to `make_adversary` (nb_iter, cw_iterations, ...)
+               **kwargs, # passed to `make_adversary` (nb_iter, cw_iterations, ...)
+              )->AttackResult:
     "Adversarial images, their amplification (float64; NaN where δ = 0), top-1 flips and ℓ2 distances ‖δ‖, per image."
     require_eval(model)
     x = x.to(**module_like(model))
@@ -106,13 +107,15 @@ def attack_amplification(model:nn.Module, # classifier in eval mode, on pixel-sp
                          x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                          attack='l2_output', # one of `ATTACKS`
                          eps=0.25, # radius (ignored by cw_l2)
-                         **kwargs)->torch.Tensor: # passed to `run_attack`
+                         **kwargs, # passed to `run_attack`
+                        )->torch.Tensor:
     "Amplification (‖Δf‖/‖f‖)/(‖δ‖/‖x‖) [B] reached by `attack` at radius `eps`: a lower bound on the worst case."
     return run_attack(model, x, attack, eps, **kwargs).amplification
 
 # %% ../nbs/03_attacks.ipynb #6047abac
 def certified_radius(logits:torch.Tensor, # logits [B, classes] at x
-                     lipschitz:float)->torch.Tensor: # an upper bound on the ℓ2 Lipschitz constant of the logits
+                     lipschitz:float, # an upper bound on the ℓ2 Lipschitz constant of the logits
+                    )->torch.Tensor:
     "ℓ2 radius [B] within which the top-1 class provably cannot change: margin/(√2·L)."
     return logit_margin(logits) / (math.sqrt(2) * lipschitz)
 
@@ -122,7 +125,8 @@ def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space image
                 attack='l2_pgd', # an ℓ2 attack: 'l2_pgd' (bisection on eps) or 'cw_l2' (minimal distortion)
                 eps_max=8.0, # largest ℓ2 radius tried
                 steps=8, # bisection steps
-                **kwargs)->torch.Tensor: # passed to `run_attack`
+                **kwargs, # passed to `run_attack`
+               )->torch.Tensor:
     "ℓ2 norm [B] of the smallest top-1-flipping perturbation `attack` finds (inf where none)."
     if attack not in ('l2_pgd', 'cw_l2'): raise ValueError(f"flip_radius takes an ℓ2 attack ('l2_pgd' or 'cw_l2'), not {attack!r}")
     inf = torch.tensor(math.inf, dtype=torch.float64)
@@ -144,7 +148,8 @@ def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space image
 def attack_amplification_table(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                                eps:dict=None, # radii per attack (default `DEFAULT_EPS`)
-                               **kwargs)->pd.DataFrame: # passed to `run_attack`
+                               **kwargs, # passed to `run_attack`
+                              )->pd.DataFrame:
     "One row per image, attack and radius: amplification, top-1 flip and ‖δ‖₂."
     rows = []
     for attack, radii in (eps or DEFAULT_EPS).items():

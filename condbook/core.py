@@ -105,7 +105,8 @@ class full_precision(contextlib.ContextDecorator):
 
 # %% ../nbs/00a_core.ipynb #c9c104df
 def precision_info(dtype:torch.dtype, # the dtype the model computes in
-                   device)->dict: # the device it runs on
+                   device, # the device it runs on
+                  )->dict:
     "The arithmetic condbook's computations run in: dtype, device (and GPU name), TF32 and reduced-precision reductions."
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else None

@@ -26,7 +26,9 @@ class Normalize(nn.Module):
         super().__init__()
         self.register_buffer('mean', torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1))
         self.register_buffer('std', torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1))
-    def forward(self, x): return (x - self.mean) / self.std
+    def forward(self, x):
+        "(x - mean) / std, channel by channel."
+        return (x - self.mean) / self.std
 
 # %% ../nbs/00_norms.ipynb #52b48162
 AFFINE_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ZeroPad2d, Normalize)
@@ -175,7 +177,8 @@ def cached(key:str, compute)->float:
 def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
                     input_shape, # shape of one input, without batch
                     tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
-                    **like)->float: # dtype and device of the inputs
+                    **like, # dtype and device of the inputs
+                   )->float:
     "‖A‖₂ of the linear map `fn`, by Lanczos from a seeded random start."
     v0 = seeded_start((1, *input_shape), **like)
     return top_singular_value(fn, adjoint(fn, (1, *input_shape), **like), v0, tol=tol).sigma.item()
@@ -184,7 +187,8 @@ def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
 def operator_norm(module:nn.Module, # affine module (or nn.Sequential of them), eval mode
                   input_shape, # shape of one input, without batch: (C, H, W) or (features,)
                   tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
-                  cache=True)->float: # use the memory and disk cache
+                  cache=True, # use the memory and disk cache
+                 )->float:
     "The largest singular value of the linear map `module` applies to inputs of `input_shape` (bias excluded)."
     input_shape = tuple(input_shape)
     compute = lambda: linear_map_norm(linear_part(module), input_shape, tol=tol, **module_like(module))
@@ -208,7 +212,8 @@ def _window_counts_1d(n_in, starts_ends)->torch.Tensor:
 
 # %% ../nbs/00_norms.ipynb #e0fc32a1
 def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
-                       input_shape)->torch.Tensor: # (C, H, W)
+                       input_shape, # (C, H, W)
+                      )->torch.Tensor:
     "Number of pooling windows that contain each input position: [H, W]."
     H, W = input_shape[-2:]
     Ho, Wo = module(torch.zeros(1, 1, H, W)).shape[-2:]
@@ -226,7 +231,8 @@ def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
 def lipschitz_constant(module:nn.Module, # a layer in eval mode
                        input_shape, # shape of one input, without batch
                        tol=1e-4, # tolerance for affine layers (see `operator_norm`)
-                       cache=True)->float: # use the memory and disk cache
+                       cache=True, # use the memory and disk cache
+                      )->float:
     "ℓ2 Lipschitz constant of `module` on inputs of `input_shape`: exact for every supported layer kind."
     if isinstance(module, TRANSPARENT_TYPES): return 1.
     if is_affine(module): return operator_norm(module, input_shape, tol=tol, cache=cache)

@@ -20,7 +20,8 @@ PERTURBATIONS = ('gaussian', 'uniform', 'sign')
 # %% ../nbs/02_perturbations.ipynb #747df7f4
 def random_directions(shape, # [N, ...]: N directions of shape [...]
                       kind='gaussian', # one of `PERTURBATIONS`
-                      generator=None)->torch.Tensor: # a seeded `torch.Generator` on the CPU
+                      generator=None, # a seeded `torch.Generator` on the CPU
+                     )->torch.Tensor:
     "N random directions [N, ...] of unit ℓ2 norm each (CPU, float64)."
     if kind == 'gaussian': d = torch.randn(shape, generator=generator, dtype=torch.float64)
     elif kind == 'uniform': d = torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1
@@ -39,7 +40,8 @@ def random_trials(model:nn.Module, # classifier in eval mode
                   kind='gaussian', # one of `PERTURBATIONS`
                   n=32, # draws per image
                   seed=0, # seed of the directions
-                  batch_size=64)->Trials: # (image, draw) pairs per forward pass
+                  batch_size=64, # (image, draw) pairs per forward pass
+                 )->Trials:
     "Observed amplification [B, n] (float64) and top-1 flips [B, n] under `n` random δ with ‖δ‖ = eps·‖x‖."
     require_eval(model)
     x = x.to(**module_like(model))
@@ -64,7 +66,8 @@ def random_amplification(model:nn.Module, # classifier in eval mode
                          eps:float, # relative size ‖δ‖/‖x‖
                          kind='gaussian', # one of `PERTURBATIONS`
                          n=32, # draws per image
-                         seed=0)->torch.Tensor: # seed of the directions
+                         seed=0, # seed of the directions
+                        )->torch.Tensor:
     "Observed amplification (‖Δf‖/‖f‖)/(‖δ‖/‖x‖) [B, n] under `n` random δ of relative size `eps`."
     return random_trials(model, x, eps, kind, n, seed).amplification
 
@@ -74,7 +77,8 @@ def random_amplification_table(model:nn.Module, # classifier in eval mode
                                eps_grid=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), # relative sizes ‖δ‖/‖x‖
                                kinds=PERTURBATIONS, # perturbation kinds
                                n=32, # draws per image, kind and size
-                               seed=0)->pd.DataFrame: # seed of the directions
+                               seed=0, # seed of the directions
+                              )->pd.DataFrame:
     "One row per image, kind and size: max and mean amplification and the share of top-1 flips."
     rows = []
     for kind in kinds:
@@ -91,7 +95,8 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
                      names, # parameter names (as in `model.named_parameters()`) perturbed together
                      eps=1e-3, # relative size ‖δP‖_F/‖P‖_F of every named parameter
                      n=8, # draws
-                     seed=0)->torch.Tensor: # seed of the perturbations
+                     seed=0, # seed of the perturbations
+                    )->torch.Tensor:
     "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when every named parameter gets a random relative perturbation `eps`."
     require_eval(model)
     params = dict(model.named_parameters())
@@ -115,7 +120,8 @@ def parameter_amplification_table(model:nn.Module, # classifier in eval mode
                                   bounds:pd.DataFrame, # `Estimate.parameters` of `x`: image, layer, parameter, kappa
                                   eps=1e-3, # relative size of every perturbation
                                   n=8, # draws per parameter
-                                  seed=0)->pd.DataFrame: # seed of the perturbations
+                                  seed=0, # seed of the perturbations
+                                 )->pd.DataFrame:
     "Per image and parameter (and 'all' together): max observed amplification and its bound κ_P (Σ κ_P for 'all')."
     bounds = bounds.assign(name=bounds.layer + '.' + bounds.parameter)
     names = list(dict.fromkeys(bounds.name))
