@@ -321,23 +321,32 @@ def plot_amplification(df, title):
     return fig
 
 # %% ../nbs/08_experiment.ipynb #191c5f6d
-def plot_ratios(per_image, title):
-    "Histograms of the tightness ratios (log10)."
+def plot_ratios(per_image, # `per_image_table`
+                title, # the figure's title
+               ):
+    "Histograms of the tightness ratios (log10), each on the range of its own values."
     plt, sns = plots()
     import numpy as np
-    long = per_image[list(RATIOS)].astype(float).apply(np.log10).melt(var_name='ratio', value_name='log10').replace([np.inf, -np.inf], np.nan).dropna()
-    g = sns.displot(data=long, x='log10', col='ratio', col_wrap=3, height=2.4, aspect=1.3, facet_kws=dict(sharex=False, sharey=False))
-    g.set_titles('{col_name}'); g.set_xlabels('log10 ratio'); g.figure.suptitle(title, y=1.02)
-    return g.figure
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), layout='constrained')
+    for ax, name in zip(axes.flat, RATIOS):
+        v = np.log10(per_image[name].astype(float)).replace([np.inf, -np.inf], np.nan).dropna()
+        if len(v): sns.histplot(v, ax=ax, bins=min(30, max(5, len(v) // 10)))  # bins on this ratio's own range
+        ax.set(title=name, xlabel='log10 ratio', ylabel='images')
+    fig.suptitle(title)
+    return fig
 
 # %% ../nbs/08_experiment.ipynb #fd48b66e
-def plot_radii(per_image, title):
+def plot_radii(per_image, # `per_image_table`
+               title, # the figure's title
+               resolution=None, # the flip-radius bisection's step `flip_eps_max / 2**flip_steps`, drawn if given
+              ):
     "Certified radius against the smallest flipping perturbation found (L2 PGD bisection and CW), log-log."
     plt, sns = plots()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for col, lab in (('flip_radius', 'L2 PGD (bisection)'), ('cw_distance', 'Carlini–Wagner')):
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for col, lab in (('flip_radius', 'L2 PGD, bisection (upper bounds on its grid)'), ('cw_distance', 'Carlini–Wagner')):
         ok = per_image[['certified_radius', col]].replace(float('inf'), float('nan')).dropna()
         if len(ok): ax.scatter(ok.certified_radius, ok[col], label=lab, alpha=.7, s=14)
+    if resolution: ax.axhline(resolution, color='k', lw=0.8, ls=':', label=f'bisection step {resolution:g}')
     ax.set(xscale='log', yscale='log', xlabel='certified radius m/(√2 L_f)', ylabel='flipping ‖δ‖₂ found', title=title)
     ax.legend(fontsize=8); fig.tight_layout()
     return fig
@@ -360,7 +369,8 @@ def summarize(out, # experiment output folder
             'amplification.png': plot_amplification(measured, f'Amplification against size — {label}'),
             'ratios.png': plot_ratios(per_image, f'Tightness ratios — {label}'),
             'layer_kappa.png': plot_layer_kappa(layer_kappa_table(measured), f'Per-layer factors κ_ℓ — {label}'),
-            'radii.png': plot_radii(per_image, f'Certified radius against flips found — {label}')}
+            'radii.png': plot_radii(per_image, f'Certified radius against flips found — {label}',
+                                    cfg.flip_eps_max / 2 ** cfg.flip_steps if cfg.flip_steps else None)}
     minimal = minimal_bits_rows(measured)
     bits = safe_width_table(minimal) if len(minimal) else None
     if bits is not None:
