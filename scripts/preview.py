@@ -47,17 +47,16 @@ def sidebar_pages(cfg:dict)->list:
     return list(walk(cfg['website']['sidebar']['contents'], None))
 
 
-def frontmatter_to_markdown(nb):
-    "nbdev turns the title cell into Quarto YAML front matter (a raw cell); put the title and description back as Markdown."
-    title = ''
+def frontmatter_to_markdown(nb)->dict:
+    "nbdev turns the title cell into Quarto YAML front matter (a raw cell): put the title and description back as Markdown."
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'raw' and c.source.startswith('---'):
             meta = yaml.safe_load(c.source.strip('-\n')) or {}
             title = meta.get('title', '')
             md = (f"# {title}\n\n" if title else '') + (f"> {meta['description']}" if meta.get('description') else '')
             nb.cells[i] = nbformat.v4.new_markdown_cell(md)
-            break
-    return title
+            return meta
+    return {}
 
 
 def apply_cell_options(nb):
@@ -73,6 +72,18 @@ def apply_cell_options(nb):
 
 
 def href(page:str, prefix:str)->str: return prefix + page.replace('.ipynb', '.html')
+
+
+def local_links(body:str, site_url:str, pages:dict, ids:dict, prefix:str)->str:
+    "Links to the published site (nbdev's links from names to their docs) made links to this preview's pages."
+    def local(m):
+        page = pages.get(m.group(1))
+        if page is None: return m.group(0)
+        anchor = m.group(2) or ''
+        if anchor:  # Quarto lowercases heading ids, nbconvert keeps their case
+            anchor = '#' + next((i for i in ids[page] if i.lower() == anchor[1:].lower()), anchor[1:])
+        return f'href="{href(page, prefix)}{anchor}"'
+    return re.sub(r'href="' + re.escape(site_url.rstrip('/')) + r'/([^"#]+\.html)(#[^"]*)?"', local, body)
 def plain(title:str)->str: return html.escape(title.replace('`', ''))
 
 
@@ -162,12 +173,15 @@ def render(proc:Path, out:Path, cfg:dict=None)->list:
                             exclude_output_prompt=True)
     css = ''.join(f'<style>{(NBS/f).read_text()}</style>' for f in ([opts['css']] if isinstance(opts.get('css'), str)
                                                                    else opts.get('css', [])))
-    pages = []
+    pages, published = [], {}
     for section, page in sidebar_pages(cfg):
         nb = nbformat.read(proc/page, as_version=4)
         apply_cell_options(nb)
-        pages.append((section, page, nb, frontmatter_to_markdown(nb) or Path(page).stem))
+        meta = frontmatter_to_markdown(nb)
+        published[meta.get('output-file', href(page, ''))] = page
+        pages.append((section, page, nb, meta.get('title') or Path(page).stem))
     links = [(s, p, t) for s, p, _, t in pages]
+    bodies = {}
     for i, (_, page, nb, title) in enumerate(pages):
         prefix = '../' * page.count('/')
         exporter.mathjax_url = f'{prefix}mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full'
@@ -180,7 +194,11 @@ def render(proc:Path, out:Path, cfg:dict=None)->list:
         body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + nav_html(site.get('title', 'Home'), links, page, prefix) + toc,
                       body, count=1)
         if site.get('page-navigation'): body = body.replace('</main>', pager_html(links, i, prefix) + '</main>', 1)
-        dest = out/page.replace('.ipynb', '.html')
+        bodies[page] = body
+    ids = {page: re.findall(r'<h[1-6] id="([^"]+)"', body) for page, body in bodies.items()}
+    for page, body in bodies.items():
+        if site.get('site-url'): body = local_links(body, site['site-url'], published, ids, '../' * page.count('/'))
+        dest = out/href(page, '')
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(body)
     return [out/href(p, '') for _, p, _ in links]
