@@ -11,9 +11,10 @@ import pandas as pd
 
 # %% ../nbs/00b_plots.ipynb #8135927b
 def plots():
-    "matplotlib's pyplot and seaborn, imported on first use (headless where no display is set up), with condbook's theme."
+    "pyplot and seaborn, imported on first use (headless where there is no display), with condbook's theme."
     import matplotlib, os
-    if not os.environ.get('DISPLAY') and 'ipykernel' not in str(matplotlib.get_backend()) and 'inline' not in str(matplotlib.get_backend()):
+    backend = str(matplotlib.get_backend())
+    if not os.environ.get('DISPLAY') and 'ipykernel' not in backend and 'inline' not in backend:
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt, seaborn as sns
     sns.set_theme(style='whitegrid', context='notebook')
@@ -21,7 +22,7 @@ def plots():
 
 # %% ../nbs/00b_plots.ipynb #8ee1feed
 def layer_block(layer:str)->str:
-    "The block a layer belongs to: its first module's parent (`net._blocks.3` of `net._blocks.3._bn1+…`), or that module."
+    "The block of a layer: its first module's parent (`net._blocks.3` of `net._blocks.3._bn1+…`) or itself."
     first = layer.split('+')[0]
     return first.rsplit('.', 1)[0] if '.' in first else first
 
@@ -48,9 +49,10 @@ def plot_layer_kappa(per_layer:pd.DataFrame, # columns image, layer, kappa; laye
         ax.scatter(per_layer.kappa, per_layer.layer.map(rows), s=12, color='#2a6f97', alpha=.8, zorder=3)
     blocks = [layer_block(l) for l in layers]
     starts = [i for i in range(len(layers)) if i == 0 or blocks[i] != blocks[i - 1]]
-    for k, (a, b) in enumerate(zip(starts, starts[1:] + [len(layers)])):  # a band and a label per run of one block
+    for k, (a, b) in enumerate(zip(starts, starts[1:] + [len(layers)])):  # a band and a label per block
         if k % 2: ax.axhspan(a - 0.5, b - 0.5, color='0.93', zorder=0)
-        ax.text(1.01, (a + b - 1) / 2, blocks[a], transform=ax.get_yaxis_transform(), va='center', fontsize=7, color='0.3')
+        ax.text(1.01, (a + b - 1) / 2, blocks[a], transform=ax.get_yaxis_transform(), va='center',
+                fontsize=7, color='0.3')
     ax.axvline(1, color='k', lw=0.8, ls=':')
     ax.set_yticks(range(len(layers)), [layer_label(l) for l in layers], fontsize=7)
     ax.set(xscale='log', ylim=(len(layers) - 0.5, -0.5), xlabel='κ_ℓ(x)  (log scale; dotted: 1)', title=title)
@@ -68,7 +70,8 @@ def plot_condition(per_image:pd.DataFrame, # columns local_condition, activation
     long = per_image.melt(value_vars=list(cols), var_name='quantity', value_name='value').dropna()
     long['quantity'] = long['quantity'].map(cols)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.stripplot(data=long, x='value', y='quantity', hue='quantity', log_scale=True, ax=ax, alpha=.7, legend=False)
+    sns.stripplot(data=long, x='value', y='quantity', hue='quantity', log_scale=True, ax=ax, alpha=.7,
+                  legend=False)
     ax.set(xlabel='relative condition (log scale)', ylabel='', title=title)
     fig.tight_layout()
     return fig
