@@ -51,7 +51,8 @@ def random_trials(model:nn.Module, # classifier in eval mode
     pairs = torch.arange(len(x)).repeat_interleave(n)
     amp, flip = [], []
     for idx in pairs.split(batch_size):
-        d = random_directions((len(idx), *x.shape[1:]), kind, g) * (eps * x_norm[idx].cpu()).view(-1, *[1] * (x.dim() - 1))
+        size = (eps * x_norm[idx].cpu()).view(-1, *[1] * (x.dim() - 1))
+        d = random_directions((len(idx), *x.shape[1:]), kind, g) * size
         d = d.to(x.device)
         xp = x[idx] + d.to(x.dtype)
         yp = model(xp)
@@ -86,7 +87,8 @@ def random_amplification_table(model:nn.Module, # classifier in eval mode
             t = random_trials(model, x, eps, kind, n, seed)
             rows += [(b, kind, eps, t.amplification[b].max().item(), t.amplification[b].mean().item(),
                       t.flipped[b].double().mean().item()) for b in range(len(x))]
-    return pd.DataFrame(rows, columns=['image', 'kind', 'eps', 'max_amplification', 'mean_amplification', 'flip_rate'])
+    return pd.DataFrame(rows, columns=['image', 'kind', 'eps', 'max_amplification', 'mean_amplification',
+                                       'flip_rate'])
 
 # %% ../nbs/02_perturbations.ipynb #255f1340
 @torch.no_grad()
@@ -97,7 +99,7 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
                      n=8, # draws
                      seed=0, # seed of the perturbations
                     )->torch.Tensor:
-    "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when every named parameter gets a random relative perturbation `eps`."
+    "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when each named parameter moves by a random relative `eps`."
     require_eval(model)
     params = dict(model.named_parameters())
     missing = [p for p in names if p not in params]
@@ -111,13 +113,14 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
         for p in names:
             d = random_directions((1, *params[p].shape), 'gaussian', g)[0].to(params[p])
             moved[p] = params[p] + eps * params[p].norm() * d
-        amps.append(image_norms(functional_call(model, moved, (x,)) - out).double() / image_norms(out).double() / eps)
+        moved_out = functional_call(model, moved, (x,))
+        amps.append(image_norms(moved_out - out).double() / image_norms(out).double() / eps)
     return torch.stack(amps, 1)
 
 # %% ../nbs/02_perturbations.ipynb #57f59766
 def parameter_amplification_table(model:nn.Module, # classifier in eval mode
                                   x:torch.Tensor, # batch [B, C, H, W]
-                                  bounds:pd.DataFrame, # `Estimate.parameters` of `x`: image, layer, parameter, kappa
+                                  bounds:pd.DataFrame, # `Estimate.parameters` of `x`
                                   eps=1e-3, # relative size of every perturbation
                                   n=8, # draws per parameter
                                   seed=0, # seed of the perturbations
