@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['AFFINE_TYPES', 'TRANSPARENT_TYPES', 'OFFSET_NAMES', 'SVResult', 'ELEMENTWISE_LIPSCHITZ', 'POOL_TYPES', 'Normalize',
            'is_affine', 'linear_part', 'adjoint', 'dense_matrix', 'seeded_start', 'top_singular_value',
-           'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'operator_norm',
+           'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'operator_norm', 'dense_norm',
            'pool_window_counts', 'lipschitz_constant']
 
 # %% ../nbs/00_norms.ipynb #57464c01
@@ -90,7 +90,7 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
                        tol=1e-4, # relative residual on σ² at which an item has converged
                        krylov_dim=40, # Lanczos steps before a restart from the Ritz vector
                        max_applications=4000): # budget of matvec + rmatvec calls
-    "Largest singular value per batch item, by restarted Lanczos on AᵀA; returns `SVResult(sigma [B], vector, applications)`."
+    "Largest singular value per batch item by restarted Lanczos on AᵀA: `SVResult(sigma [B], vector, applications)`."
     shape, q = v0.shape, v0.flatten(1)
     q = q / q.norm(dim=1, keepdim=True)
     Q = q.new_empty(q.shape[0], krylov_dim, q.shape[1])  # the Krylov basis [B, k, n]
@@ -106,7 +106,8 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
             w = w.addcmul(alpha[:, None], q, value=-1)  # three-term recurrence, in place from here on
             if k: w.addcmul_(betas[-1].to(w.dtype)[:, None], Q[:, k - 1], value=-1)
             basis = Q[:, :k + 1]
-            w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)  # one Gram-Schmidt pass
+            # one Gram-Schmidt pass
+            w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)
             beta = w.norm(dim=1)
             theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
             top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
@@ -125,7 +126,7 @@ def power_iteration(matvec, # linear map, block-diagonal over the batch: [B, *in
                     v0, # start vectors [B, *in]
                     tol=1e-4, # relative residual on σ² at which an item has converged
                     max_applications=20000): # budget of matvec + rmatvec calls
-    "Largest singular value per batch item by plain power iteration on AᵀA (the baseline Lanczos is compared with)."
+    "Largest singular value per batch item by plain power iteration on AᵀA (the baseline of Lanczos)."
     shape, q = v0.shape, v0.flatten(1)
     q = q / q.norm(dim=1, keepdim=True)
     applications = 0
@@ -150,7 +151,7 @@ def constant_key(module:nn.Module, *extra)->str:
     h.update(repr((repr(module), [type(m).__name__ for m in module.modules()], extra)).encode())
     for name, t in [*module.named_parameters(), *module.named_buffers()]:
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        if t.numel(): h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 # %% ../nbs/00_norms.ipynb #8d076390
@@ -194,9 +195,18 @@ def operator_norm(module:nn.Module, # affine module (or nn.Sequential of them), 
     compute = lambda: linear_map_norm(linear_part(module), input_shape, tol=tol, **module_like(module))
     return cached(constant_key(module, 'operator_norm', input_shape, tol), compute) if cache else compute()
 
+# %% ../nbs/00_norms.ipynb #db32de42
+def dense_norm(module:nn.Module, # affine module, small enough to materialise
+               input_shape, # shape of one input, without batch
+              )->float:
+    "Reference: the largest singular value of the module's materialised matrix, in float64 (`module` too)."
+    m = module.double()
+    return torch.linalg.svdvals(dense_matrix(linear_part(m), input_shape, dtype=torch.float64))[0].item()
+
 # %% ../nbs/00_norms.ipynb #612af81a
-ELEMENTWISE_LIPSCHITZ = {nn.ReLU: lambda m: 1., nn.ReLU6: lambda m: 1., nn.Hardtanh: lambda m: 1., nn.Tanh: lambda m: 1.,
-                         nn.LeakyReLU: lambda m: max(1., abs(m.negative_slope)), nn.Sigmoid: lambda m: .25}
+ELEMENTWISE_LIPSCHITZ = {nn.ReLU: lambda m: 1., nn.ReLU6: lambda m: 1., nn.Hardtanh: lambda m: 1.,
+                         nn.Tanh: lambda m: 1., nn.LeakyReLU: lambda m: max(1., abs(m.negative_slope)),
+                         nn.Sigmoid: lambda m: .25}
 POOL_TYPES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
 # %% ../nbs/00_norms.ipynb #cfcb5a6d
