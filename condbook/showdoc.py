@@ -18,17 +18,20 @@ def own_docstring(sym)->str:
 
 # %% ../nbs/09_showdoc.ipynb #9ebd4338
 class Renderer(BasicMarkdownRenderer):
-    "`show_doc`'s Markdown: nbdev's, with `class` before a class's signature, `**kwargs`' comment on `**kwargs`, own docstrings only."
+    "`show_doc` Markdown: `class` for classes, every parameter's comment on it, as plain text; own docstrings only."
     def __init__(self, sym, name:str|None=None, title_level:int=3, maxline:int=110):
         super().__init__(sym, name=name, title_level=title_level, maxline=maxline)
         self.docs = own_docstring(self.sym)
         try: dm = docments(self.sym, full=True, args_kwargs=True)
         except Exception: return  # no signature to read: nbdev's rendering stands
         dm.pop('self', None)
+        for d in dm.values():  # code in a comment stays text: nbdev would turn `name` into a link in the code block
+            if d.get('docment'): d['docment'] = d['docment'].replace('`', '')
         self.dm.dm = dm
 
     def _repr_markdown_(self):
-        md = super()._repr_markdown_().replace('#LNone)', ')')  # a source link whose line nbdev could not find
+        md = super()._repr_markdown_().replace('#LNone)', ')')  # a source link without its line
         if inspect.isclass(self.sym):  # `def Point(...)->None:` -> `class Point(...):`
-            md = re.sub(r'```python\ndef (.*?)\)(?:->None)?:\n```', r'```python\nclass \1):\n```', md, count=1, flags=re.S)
+            md = re.sub(r'```python\ndef (.*?)\)(?:->None)?:\n```', r'```python\nclass \1):\n```', md,
+                        count=1, flags=re.S)
         return md
