@@ -56,6 +56,12 @@ def test_every_measurement_kind(clean_run):
     t = per_image_table(measured)
     assert (t.K >= t.activation_bound).all() and (t.activation_bound >= 0.999 * t.local_condition).all()
     assert (t.certified_radius < t.flip_radius).all()
+    # no attack and no random perturbation amplifies beyond the bound K(x) of its image (any size, any direction)
+    rows = measured.merge(t.K.rename('K_of_image'), left_on='image', right_index=True)
+    att, rnd = rows[rows.measurement.str.startswith('attack_')], rows[rows.measurement.str.startswith('random_')]
+    assert att.amplification.notna().sum() >= 3 * len(ATTACKS) and rnd.max_amplification.notna().all()
+    assert ((att.amplification <= att.K_of_image) | att.amplification.isna()).all()
+    assert (rnd.max_amplification <= rnd.K_of_image).all()
     assert list(t.label) == [0, 1, 2]
     summary = (clean_run/'summary.md').read_text()
     assert 'alexnet (untrained weights)' in summary and 'n01491361_broken.JPEG' in summary and '| local/attack' in summary
