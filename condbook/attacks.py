@@ -51,14 +51,15 @@ def make_adversary(model:nn.Module, # classifier on pixel-space images in [0, 1]
     A = advertorch_attacks()
     if attack not in ATTACKS: raise ValueError(f"unknown attack {attack!r}: choose one of {', '.join(ATTACKS)}")
     if attack == 'cw_l2':
-        return A.CarliniWagnerL2Attack(model, num_classes, max_iterations=cw_iterations, binary_search_steps=cw_search_steps,
-                                       learning_rate=0.01, initial_const=1e-2)
+        return A.CarliniWagnerL2Attack(model, num_classes, max_iterations=cw_iterations,
+                                       binary_search_steps=cw_search_steps, learning_rate=0.01, initial_const=1e-2)
     if eps is None: raise ValueError(f"attack {attack!r} needs a radius eps")
     eps = eps if isinstance(eps, torch.Tensor) else float(eps)
     ce = nn.CrossEntropyLoss(reduction='sum')
     if attack == 'fgsm': return A.GradientSignAttack(model, ce, eps=eps)
-    if attack == 'linf_pgd': return A.LinfPGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=2.5 * eps / nb_iter)
-    if attack == 'l2_pgd': return A.L2PGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=2.5 * eps / nb_iter)
+    step = 2.5 * eps / nb_iter
+    if attack == 'linf_pgd': return A.LinfPGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=step)
+    if attack == 'l2_pgd': return A.L2PGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=step)
     return A.L2PGDAttack(model, output_distortion, eps=eps, nb_iter=nb_iter, eps_iter=10 * eps)
 
 # %% ../nbs/03_attacks.ipynb #fe2838f8
@@ -83,19 +84,23 @@ def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images
                seed=0, # seed of the random start
                **kwargs, # passed to `make_adversary` (nb_iter, cw_iterations, ...)
               )->AttackResult:
-    "Adversarial images, their amplification (float64; NaN where δ = 0), top-1 flips and ℓ2 distances ‖δ‖, per image."
+    "Adversarial images, amplification (float64; NaN where δ = 0), top-1 flips and ℓ2 distances ‖δ‖ per image."
     require_eval(model)
     x = x.to(**module_like(model))
     if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    if x.min() < 0 or x.max() > 1: raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
     with torch.no_grad(): out = model(x)
     top = out.argmax(1)
-    attacked = copy.deepcopy(model).float() if attack == 'cw_l2' and x.dtype != torch.float32 else model  # advertorch's CW is float32-only
+    float32_only = attack == 'cw_l2' and x.dtype != torch.float32  # advertorch's CW is float32-only
+    attacked = copy.deepcopy(model).float() if float32_only else model
     xa = x.to(module_like(attacked)['dtype'])
-    adversary = make_adversary(attacked, attack, eps.to(xa) if isinstance(eps, torch.Tensor) else eps, num_classes=out.shape[1], **kwargs)
+    eps = eps.to(xa) if isinstance(eps, torch.Tensor) else eps
+    adversary = make_adversary(attacked, attack, eps, num_classes=out.shape[1], **kwargs)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []), frozen(attacked):
         torch.manual_seed(seed)
-        x_adv = adversary.perturb(xa, out.to(xa) if attack == 'l2_output' else (top if y is None else y.to(x.device))).detach().to(x)
+        target = out.to(xa) if attack == 'l2_output' else (top if y is None else y.to(x.device))
+        x_adv = adversary.perturb(xa, target).detach().to(x)
     with torch.no_grad(): out_adv = model(x_adv)
     dist = image_norms(x_adv - x).double()
     rel_out = image_norms(out_adv - out).double() / image_norms(out).double()
@@ -128,7 +133,8 @@ def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space image
                 **kwargs, # passed to `run_attack`
                )->torch.Tensor:
     "ℓ2 norm [B] of the smallest top-1-flipping perturbation `attack` finds (inf where none)."
-    if attack not in ('l2_pgd', 'cw_l2'): raise ValueError(f"flip_radius takes an ℓ2 attack ('l2_pgd' or 'cw_l2'), not {attack!r}")
+    if attack not in ('l2_pgd', 'cw_l2'):
+        raise ValueError(f"flip_radius takes an ℓ2 attack ('l2_pgd' or 'cw_l2'), not {attack!r}")
     inf = torch.tensor(math.inf, dtype=torch.float64)
     if attack == 'cw_l2':
         r = run_attack(model, x, 'cw_l2', **kwargs)
@@ -155,5 +161,6 @@ def attack_amplification_table(model:nn.Module, # classifier in eval mode, on pi
     for attack, radii in (eps or DEFAULT_EPS).items():
         for e in radii:
             r = run_attack(model, x, attack, e, **kwargs)
-            rows += [(b, attack, e, r.amplification[b].item(), bool(r.flipped[b]), r.distance[b].item()) for b in range(len(x))]
+            rows += [(b, attack, e, r.amplification[b].item(), bool(r.flipped[b]), r.distance[b].item())
+                     for b in range(len(x))]
     return pd.DataFrame(rows, columns=['image', 'attack', 'eps', 'amplification', 'flipped', 'distance'])
