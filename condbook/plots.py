@@ -37,6 +37,8 @@ def plot_layer_kappa(per_layer:pd.DataFrame, # columns image, layer, kappa; laye
                     ):
     "Per-layer factors κ_ℓ over images: one row per layer in network order, grouped by block, on a log axis."
     plt, sns = plots()
+    nth = per_layer.groupby(['image', 'layer']).cumcount()  # a module called twice: two layers of one name
+    per_layer = per_layer.assign(layer=per_layer.layer + nth.map(lambda k: f' ({k + 1})' if k else ''))
     layers = list(pd.unique(per_layer.layer))
     rows = {l: i for i, l in enumerate(layers)}
     fig, ax = plt.subplots(figsize=(8, 1.4 + 0.2 * len(layers)), layout='constrained')
