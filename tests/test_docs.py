@@ -194,7 +194,8 @@ FIGURES = """() => [...document.querySelectorAll('main img')].map(img => {
 })"""
 
 NOISE = [(r'Downloading: "http', 'a download log'), (r'(?<![\w.~-])/(?:work|home|root|tmp|Users|private)/\S+', "this machine's paths"),
-         (r'Call self as a function', "an inherited docstring"), (r"^'.*\\n", 'a Python repr of text')]
+         (r'Call self as a function', "an inherited docstring"), (r"^'.*\\n", 'a Python repr of text'),
+         (r'\d+/\d+ \[\d\d:\d\d<', 'a progress bar'), (r'\w+Warning: ', 'a warning')]
 
 
 def figure_count(page:str)->int:
@@ -243,7 +244,8 @@ def test_pages_in_chromium(site):
             if (h1 := page.locator('main h1').count()) != 1: fail(f'{h1} H1 headings')
             outputs = '\n'.join(page.locator('.jp-OutputArea-output').all_inner_texts())
             for pattern, what in NOISE:
-                if m := re.search(pattern, text if 'repr' not in what else outputs, flags=re.M): fail(f'{what}: {m.group(0)[:120]!r}')
+                where = outputs if what in ('a Python repr of text', 'a progress bar', 'a warning') else text
+                if m := re.search(pattern, where, flags=re.M): fail(f'{what}: {m.group(0)[:120]!r}')
             if shown_as_def := sorted(c for c in classes if f'def {c}(' in text): fail(f'classes shown as functions: {shown_as_def}')
             if page.locator('nav.cb-toc a').count() < (2 if page.locator('main h2').count() >= 2 else 0):
                 fail('no table of contents')
