@@ -27,8 +27,9 @@ def layer_block(layer:str)->str:
     return first.rsplit('.', 1)[0] if '.' in first else first
 
 def layer_label(layer:str, width=34)->str:
-    "A short row label: the last part of each fused module's name, cut to `width` characters."
-    short = '+'.join(m.rsplit('.', 1)[-1] for m in layer.split('+'))
+    "A short row label: each fused module's last name (two where it is a number: `features.3`), cut to `width`."
+    last = lambda m: '.'.join(m.split('.')[-2:]) if m.rsplit('.', 1)[-1].isdigit() else m.rsplit('.', 1)[-1]
+    short = '+'.join(last(m) for m in layer.split('+'))
     return short if len(short) <= width else short[:width - 1] + '…'
 
 # %% ../nbs/00b_plots.ipynb #1b435348
