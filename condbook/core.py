@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['image_norms', 'logit_margin', 'check_eval_mode', 'require_eval', 'module_like', 'jacobian_products', 'full_precision',
            'precision_info', 'atomic_write', 'save_csv', 'UserError', 'InputError', 'MissingPath', 'Option', 'Int',
-           'Float', 'Choice', 'Many', 'check_options']
+           'Float', 'Choice', 'Many', 'check_options', 'checked']
 
 # %% ../nbs/00a_core.ipynb #d3131ab2
 import contextlib, dataclasses, functools, inspect, math, os
@@ -131,7 +131,7 @@ def save_csv(df, # a pandas DataFrame
     "Write `df` to `path` as CSV (without the index), atomically."
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
-# %% ../nbs/00a_core.ipynb #d9c7b9e5
+# %% ../nbs/00a_core.ipynb #e5cd6572
 class UserError(Exception):
     "An error in what the user asked for: a command shows its message as one line, without a traceback."
 
@@ -141,7 +141,7 @@ class InputError(UserError, ValueError):
 class MissingPath(UserError, FileNotFoundError):
     "A path that does not exist, or is not the kind of thing expected there."
 
-# %% ../nbs/00a_core.ipynb #8a1f1606
+# %% ../nbs/00a_core.ipynb #9671cd1c
 class Option:
     "An option's type and rule: `opt(value, name)` converts a value (or a command-line string) and checks it, else raises `InputError`."
     def __call__(self, v, name='value'):
@@ -153,12 +153,15 @@ class Option:
     def __repr__(self): return self.what
 
 class Int(Option):
-    "An integer, at least `lo`."
-    def __init__(self, lo=None): self.lo, self.what = lo, 'an integer' + ('' if lo is None else f' ≥ {lo}')
+    "An integer, at least `lo` and at most `hi` where given."
+    def __init__(self, lo=None, hi=None):
+        self.lo, self.hi = lo, hi
+        self.what = 'an integer' + (f' in {lo}..{hi}' if lo is not None and hi is not None else f' ≥ {lo}' if lo is not None else
+                                    f' ≤ {hi}' if hi is not None else '')
     def convert(self, v):
         if isinstance(v, bool) or isinstance(v, float) and not v.is_integer(): return None
         return int(v.strip() if isinstance(v, str) else v)
-    def ok(self, x): return self.lo is None or x >= self.lo
+    def ok(self, x): return (self.lo is None or x >= self.lo) and (self.hi is None or x <= self.hi)
 
 class Float(Option):
     "A finite number, above `gt` and below `lt` where given."
@@ -190,3 +193,13 @@ def check_options(fn, # a function or a dataclass whose annotations hold `Option
     annos = {f.name: f.type for f in dataclasses.fields(fn)} if dataclasses.is_dataclass(fn) else inspect.signature(fn).parameters
     annos = {k: getattr(a, 'annotation', a) for k, a in annos.items()}
     return {k: annos[k](v, k) if isinstance(annos.get(k), Option) and v is not None else v for k, v in values.items()}
+
+def checked(fn):
+    "`fn` with its arguments checked and converted by their `Option` annotations before it runs."
+    sig = inspect.signature(fn)
+    @functools.wraps(fn)
+    def _checked(*args, **kwargs):
+        b = sig.bind(*args, **kwargs)
+        b.arguments.update(check_options(fn, b.arguments))
+        return fn(*b.args, **b.kwargs)
+    return _checked

