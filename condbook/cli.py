@@ -217,14 +217,15 @@ SAID = {'report': lambda p: f'wrote {p.parent}/: summary.md, per_image.csv, per_
 
 @contextlib.contextmanager
 def _clean_warnings():
-    "Within: skipped images and repaired results files are shown as one line each ('condbook: …'), other warnings as usual."
-    show = warnings.showwarning
-    def one_line(message, category, *args, **kw):
-        if issubclass(category, (SkippedImage, ResultsWarning)): print(f'condbook: {message}', file=sys.stderr)
-        else: show(message, category, *args, **kw)
-    warnings.showwarning = one_line
-    try: yield
-    finally: warnings.showwarning = show
+    "Within: every skipped image and repaired results file is shown as one line ('condbook: …'), other warnings as usual."
+    with warnings.catch_warnings():
+        for category in (SkippedImage, ResultsWarning): warnings.simplefilter('always', category)
+        show = warnings.showwarning
+        def one_line(message, category, *args, **kw):
+            if issubclass(category, (SkippedImage, ResultsWarning)): tqdm.write(f'condbook: {message}', file=sys.stderr)  # above any progress bar
+            else: show(message, category, *args, **kw)
+        warnings.showwarning = one_line
+        yield
 
 # %% ../nbs/07_cli.ipynb #1fcf65b2
 def main(argv=None):

@@ -243,7 +243,8 @@ def write_manifest(out:Path, # the run folder
                    pairs:list, # (file, sha) of each image of the run, in order
                    found:dict=None): # what the run found (`census`)
     "Write the run's images and what it found to out/files.json."
-    atomic_write(Path(out)/'files.json', lambda tmp: tmp.write_text(json.dumps({'found': found, 'files': [list(p) for p in pairs]}, indent=0)))
+    text = f'{{"found": {json.dumps(found)}, "files": [\n' + ',\n'.join(json.dumps(list(p)) for p in pairs) + '\n]}\n'  # one file a line
+    atomic_write(Path(out)/'files.json', lambda tmp: tmp.write_text(text))
 
 def census(rows:list, # the rows already in the run folder
            pairs:list, # (file, sha) of each image of this run
@@ -292,9 +293,10 @@ def run_experiment(cfg:ExperimentConfig, # what to measure
     def append(new_rows):
         nonlocal results
         if new_rows and results is None:  # the first row: the run's configuration and files go with it
-            check_config(cfg, out); write_manifest(out, pairs, found); results = ResultsFile(out/f'results-{rank}-of-{world}.jsonl')
+            check_config(cfg, out); results = ResultsFile(out/f'results-{rank}-of-{world}.jsonl')
+            if rank == 0: write_manifest(out, pairs, found)
         if results is not None: results.append(new_rows)
-    if results is not None: write_manifest(out, pairs, found)
+    if results is not None and rank == 0: write_manifest(out, pairs, found)
     (out/f'done-{rank}-of-{world}').unlink(missing_ok=True)
     bar = tqdm(total=len(mine), initial=len(mine) - sum(map(len, todo)), unit='image', disable=not progress, position=rank,
                desc=f'{cfg.label} {rank + 1}/{world}' if world > 1 else cfg.label)
@@ -401,12 +403,14 @@ def plot_estimates(per_image, title):
     "Each bound and κ(x) against the best observed amplification per image, log-log, with y = x."
     plt, sns = plots()
     long = per_image.melt(id_vars=['attack_max'], value_vars=['K', 'activation_bound', 'local_condition'], var_name='estimate').dropna()
+    long = long[(long.attack_max > 0) & (long.value > 0)]  # a log-log plot: an attack that moved nothing has no point on it
     fig, ax = plt.subplots(figsize=(6, 4.5))
     sns.scatterplot(data=long, x='attack_max', y='value', hue='estimate', ax=ax, alpha=.7)
     lo, hi = long[['attack_max', 'value']].min().min(), long[['attack_max', 'value']].max().max()
-    ax.plot([lo, hi], [lo, hi], 'k--', lw=1, label='y = x')
+    if len(long): ax.plot([lo, hi], [lo, hi], 'k--', lw=1, label='y = x')
     ax.set(xscale='log', yscale='log', xlabel='best observed amplification (attacks)', ylabel='estimate', title=title)
-    ax.legend(fontsize=8); fig.tight_layout()
+    if len(long): ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/08_experiment.ipynb #5bfbb804
@@ -416,12 +420,14 @@ def plot_amplification(df, title):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rnd = df[df.measurement.str.startswith('random_')].assign(kind=lambda d: d.measurement.str.removeprefix('random_'))
     att = df[df.measurement.str.startswith('attack_') & df.eps.notna()].assign(attack=lambda d: d.measurement.str.removeprefix('attack_'))
+    rnd, att = rnd[rnd.max_amplification > 0] if len(rnd) else rnd, att[att.amplification > 0] if len(att) else att  # log axes
     if len(rnd): sns.lineplot(data=rnd, x='eps', y='max_amplification', hue='kind', marker='o', ax=axes[0], errorbar=('pi', 80))
     if len(att): sns.lineplot(data=att, x='eps', y='amplification', hue='attack', marker='o', ax=axes[1], errorbar=('pi', 80))
     loc = df[df.measurement == 'local_condition'].local_condition if 'local_condition' in df else None
     for ax, xl in zip(axes, ('relative size ‖δ‖/‖x‖', 'radius ε (pixel space)')):
         if loc is not None and len(loc): ax.axhline(loc.median(), ls='--', c='k', lw=1, label='median local κ(x)')
-        ax.set(xscale='log', yscale='log', xlabel=xl, ylabel='amplification'); ax.legend(fontsize=8)
+        ax.set(xscale='log', yscale='log', xlabel=xl, ylabel='amplification')
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8)
     axes[0].set_title('random perturbations'); axes[1].set_title('attacks')
     fig.suptitle(title); fig.tight_layout()
     return fig
@@ -443,9 +449,11 @@ def plot_radii(per_image, title):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for col, lab in (('flip_radius', 'L2 PGD (bisection)'), ('cw_distance', 'Carlini–Wagner')):
         ok = per_image[['certified_radius', col]].replace(float('inf'), float('nan')).dropna()
+        ok = ok[(ok > 0).all(axis=1)]
         if len(ok): ax.scatter(ok.certified_radius, ok[col], label=lab, alpha=.7, s=14)
     ax.set(xscale='log', yscale='log', xlabel='certified radius m/(√2 L_f)', ylabel='flipping ‖δ‖₂ found', title=title)
-    ax.legend(fontsize=8); fig.tight_layout()
+    if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/08_experiment.ipynb #bfa3ddec
@@ -507,7 +515,7 @@ def summarize(out, # experiment output folder
     (out/'summary.md').write_text('\n'.join(lines) + '\n')
     return out/'summary.md'
 
-# %% ../nbs/08_experiment.ipynb #a4ad74ac
+# %% ../nbs/08_experiment.ipynb #7ed22ca7
 def migrate_results(out, # a run folder whose rows are keyed by image index (condbook before rows were keyed by file)
                     data=None)->dict: # the image folder it measured, still holding its images (they are hashed); None: scikit-image's photographs
     "Key the rows of the run in `out` by file and content hash, in place; write files.json and reduce config.json's data to its name."
