@@ -302,7 +302,7 @@ def run_experiment(cfg:ExperimentConfig, # what to measure
                desc=f'{cfg.label} {rank + 1}/{world}' if world > 1 else cfg.label)
     for chunk in chunks:
         if chunk not in todo: continue
-        loaded = [(i, images.load(i, ctx.transform)) for i in chunk]
+        loaded = [(i, None if pairs[i] in skipped else images.load(i, ctx.transform)) for i in chunk]  # known unreadable: not read again
         reasons = dict(images.skipped)
         append([dict(file=pairs[i][0], sha=pairs[i][1], measurement='unreadable', eps=None, error=reasons[pairs[i][0]])
                 for i, t in loaded if t is None and pairs[i] not in skipped])
@@ -515,7 +515,7 @@ def summarize(out, # experiment output folder
     (out/'summary.md').write_text('\n'.join(lines) + '\n')
     return out/'summary.md'
 
-# %% ../nbs/08_experiment.ipynb #7ed22ca7
+# %% ../nbs/08_experiment.ipynb #dc8a33c5
 def migrate_results(out, # a run folder whose rows are keyed by image index (condbook before rows were keyed by file)
                     data=None)->dict: # the image folder it measured, still holding its images (they are hashed); None: scikit-image's photographs
     "Key the rows of the run in `out` by file and content hash, in place; write files.json and reduce config.json's data to its name."

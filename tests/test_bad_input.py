@@ -190,16 +190,17 @@ def test_path(capsys, tmp_path, case):
 # Checkpoints: say what the file is and what was expected; never advise unpickling it.
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory):
+    "Odd checkpoint files, for ResNet-18 (the smallest torchvision network of `MODELS`)."
     d = tmp_path_factory.mktemp('ckpt')
-    alexnet = _network('alexnet').state_dict()
+    resnet = _network('resnet18').state_dict()
     (d/'text.pt').write_text('hello, I am a text file\n'); (d/'random.pt').write_bytes(os.urandom(4096)); (d/'empty.pt').write_bytes(b'')
     torch.save(torch.nn.Linear(3, 3), d/'whole_model.pt'); torch.save(torch.zeros(3, 4), d/'tensor.pt')
     torch.save({'epoch': 7, 'lr': 0.1}, d/'trainer.pt'); torch.save([torch.zeros(1)], d/'list.pt')
-    torch.save(_network('resnet18').state_dict(), d/'resnet18.pt'); torch.save(torchvision.models.vgg11().state_dict(), d/'vgg11.pt')
-    torch.save(torchvision.models.alexnet(num_classes=10).state_dict(), d/'ten_classes.pt')
-    torch.save(alexnet | {'features.3.weight': alexnet['features.3.weight'] * math.nan}, d/'nan.pt')
-    torch.save(alexnet, d/'good.pt'); (d/'truncated.pt').write_bytes((d/'good.pt').read_bytes()[:100_000])
-    torch.save({'state_dict': {'module.' + k: v for k, v in alexnet.items()}, 'epoch': 3}, d/'wrapped.pt')
+    torch.save(_network('efficientnet_lite0').state_dict(), d/'efficientnet.pt'); torch.save(torchvision.models.squeezenet1_1().state_dict(), d/'squeezenet.pt')
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), d/'ten_classes.pt')
+    torch.save(resnet | {'layer1.0.conv1.weight': resnet['layer1.0.conv1.weight'] * math.nan}, d/'nan.pt')
+    torch.save(resnet, d/'good.pt'); (d/'truncated.pt').write_bytes((d/'good.pt').read_bytes()[:100_000])
+    torch.save({'state_dict': {'module.' + k: v for k, v in resnet.items()}, 'epoch': 3}, d/'wrapped.pt')
     return d
 
 
@@ -208,15 +209,15 @@ CHECKPOINTS = {
     'whole_model.pt': 'holds a pickled torch.nn.modules.linear.Linear object, not a state dict of tensors',
     'tensor.pt': 'holds a Tensor of shape [3, 4], not a state dict', 'trainer.pt': 'holds a dict without tensors (keys: epoch, lr)',
     'list.pt': 'holds a list, not a state dict',
-    'resnet18.pt': 'is not a state dict of alexnet: 122 of its keys are unknown to alexnet', 'vgg11.pt': '; check --model',
-    'ten_classes.pt': 'it classifies 10 classes (classifier.6.weight has shape [10, 4096]), alexnet here the 1000 ImageNet classes',
-    'nan.pt': 'holds NaN or infinite values in features.3.weight', 'truncated.pt': 'cannot be read',
+    'efficientnet.pt': 'is not a state dict of resnet18: ', 'squeezenet.pt': '; check --model',
+    'ten_classes.pt': 'it classifies 10 classes (fc.weight has shape [10, 512]), resnet18 here the 1000 ImageNet classes',
+    'nan.pt': 'holds NaN or infinite values in layer1.0.conv1.weight', 'truncated.pt': 'cannot be read',
 }
 
 
 @pytest.mark.parametrize('name', list(CHECKPOINTS))
 def test_checkpoint(capsys, tmp_path, checkpoints, one_photo, name):
-    line = one_line_error(capsys, 'report', '--model', 'alexnet', '--weights', checkpoints/name, '--data', one_photo, '--size', 64,
+    line = one_line_error(capsys, 'report', '--model', 'resnet18', '--weights', checkpoints/name, '--data', one_photo, '--size', 8,
                           '--device', 'cpu', '--out', tmp_path/'out')
     assert line.startswith(f'condbook report: error: checkpoint {checkpoints/name} ') and CHECKPOINTS[name] in line, line
     assert 'weights_only' not in line  # never advise loading an untrusted pickle
@@ -224,14 +225,14 @@ def test_checkpoint(capsys, tmp_path, checkpoints, one_photo, name):
 
 
 def test_checkpoint_of_another_model_names_it(capsys, tmp_path, checkpoints, one_photo):
-    line = one_line_error(capsys, 'report', '--model', 'alexnet', '--weights', checkpoints/'resnet18.pt', '--data', one_photo, '--out', tmp_path)
-    assert line.endswith('it is a state dict of resnet18: use --model resnet18'), line
+    line = one_line_error(capsys, 'report', '--model', 'resnet18', '--weights', checkpoints/'efficientnet.pt', '--data', one_photo, '--out', tmp_path)
+    assert line.endswith('it is a state dict of efficientnet_lite0: use --model efficientnet_lite0'), line
 
 
 def test_checkpoint_wrapped_in_a_training_dict_loads(checkpoints):
     "A state dict under 'state_dict', saved from DataParallel ('module.' prefixes): the same network as the plain one."
-    a, b = load_model('alexnet', str(checkpoints/'wrapped.pt')), load_model('alexnet', str(checkpoints/'good.pt'))
-    x = torch.rand(1, 3, 64, 64)
+    a, b = load_model('resnet18', str(checkpoints/'wrapped.pt')), load_model('resnet18', str(checkpoints/'good.pt'))
+    x = torch.rand(1, 3, 16, 16)
     with torch.no_grad(): torch.testing.assert_close(a(x), b(x))
 
 
@@ -393,6 +394,15 @@ def test_a_file_that_sorts_first_with_limit(copy):
     assert sum(r['file'] == 'n01443537_goldfish.JPEG' and r['measurement'] == 'estimate' for r in rows) == 1
 
 
+def test_a_known_unreadable_file_is_not_read_again(copy):
+    "A new file lands in the chunk of the broken one: measured, and the broken one is not tried (nor reported) again."
+    cfg, data, run = copy
+    photo(data/'n01494475_hammerhead.JPEG', 6)
+    found, said = rerun(cfg, run)
+    assert found == dict(images=4, new=1, changed=0, before=3, unreadable_before=1, gone=0) and not said, said
+    assert sorted(measured(cfg, run).file.unique()) == ['n01443537_goldfish.JPEG', 'n01484850_shark.JPEG', 'n01494475_hammerhead.JPEG']
+
+
 def test_a_repaired_file_is_measured(copy):
     cfg, data, run = copy
     photo(data/'n01491361_tiger_shark.JPEG', 4)
@@ -478,7 +488,7 @@ def test_a_failed_start_writes_nothing(capsys, base, tmp_path, checkpoints):
     data, _ = base
     out = tmp_path/'run'
     for argv in (['--data', data.parent/'imsg'], ['--data', data, '--model', 'alexnet'], ['--data', data, '--device', 'cuda:7'],
-                 ['--data', data, '--weights', checkpoints/'ten_classes.pt', '--model', 'alexnet', '--size', '64']):
+                 ['--data', data, '--weights', checkpoints/'ten_classes.pt']):
         one_line_error(capsys, 'experiment', *TINY_CLI, *argv, '--out', out)
         assert not out.exists(), argv
 
