@@ -169,7 +169,7 @@ def experiment(out:str='experiment', # output folder (a rerun resumes it)
     return f'wrote {summary}' if summary else f'this shard is done; the last rank to finish writes {out}/summary.md'
 
 COMMANDS = {'report': (report,), 'experiment': (experiment, ExperimentConfig), 'summarize': (summarize,), 'bench': (bench,)}
-USER_ERRORS = (UserError, UnsupportedOperationError)
+USER_ERRORS = (UserError, UnsupportedOperationError, PermissionError)  # the user's: a path, an option, a file, a model; a folder they cannot write
 
 # %% ../nbs/07_cli.ipynb #70efb430
 class _Parser(argparse.ArgumentParser):
@@ -207,7 +207,8 @@ def parser()->argparse.ArgumentParser:
     p = _Parser(prog='condbook', description='Condition numbers of deep networks: estimate, study their tightness, benchmark.')
     sub, p.commands = p.add_subparsers(dest='command', required=True, metavar='COMMAND'), {}
     for name, fns in COMMANDS.items():
-        p.commands[name] = s = sub.add_parser(name, help=fns[0].__doc__.split(';')[0], description=fns[0].__doc__)
+        doc = fns[0].__doc__ or ''
+        p.commands[name] = s = sub.add_parser(name, help=doc.split(';')[0], description=doc)
         for fn in fns: add_options(s, fn)
     return p
 
@@ -240,7 +241,7 @@ def main(argv=None):
     except PretrainedWeightsUnavailable as e:
         print(f'condbook {command}: error: {e}', file=sys.stderr); sys.exit(2)
     except USER_ERRORS as e:
-        print(f'condbook {command}: error: {e}', file=sys.stderr); sys.exit(1)
+        print(f"condbook {command}: error: {' '.join(str(e).split())}", file=sys.stderr); sys.exit(1)
     except KeyboardInterrupt:
         print(f'condbook {command}: error: interrupted' + ('; the same command resumes the run' if command == 'experiment' else ''), file=sys.stderr)
         sys.exit(130)
