@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['image_norms', 'logit_margin', 'check_eval_mode', 'require_eval', 'module_like', 'jacobian_products',
-           'dense_local_condition', 'full_precision', 'precision_info', 'atomic_write', 'save_csv']
+           'dense_local_condition', 'full_precision', 'precision_info', 'atomic_write', 'save_csv', 'UserError',
+           'InputError', 'MissingPath', 'Option', 'Int', 'Float', 'Choice', 'Many', 'check_options', 'checked']
 
 # %% ../nbs/00a_core.ipynb #d3131ab2
-import contextlib, functools, os
+import contextlib, dataclasses, functools, inspect, math, os
 from pathlib import Path
 import torch
 from torch import nn
@@ -150,3 +151,76 @@ def save_csv(df, # a pandas DataFrame
              path): # the CSV file to write
     "Write `df` to `path` as CSV (without the index), atomically."
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+# %% ../nbs/00a_core.ipynb #e5cd6572
+class UserError(Exception):
+    "An error in what the user asked for: a command shows its message as one line, without a traceback."
+
+class InputError(UserError, ValueError):
+    "An option, a setting or a file's content that is not what was expected."
+
+class MissingPath(UserError, FileNotFoundError):
+    "A path that does not exist, or is not the kind of thing expected there."
+
+# %% ../nbs/00a_core.ipynb #9671cd1c
+class Option:
+    "An option's type and rule: `opt(value, name)` converts a value (or a command-line string) and checks it, else raises `InputError`."
+    def __call__(self, v, name='value'):
+        try: x = self.convert(v)
+        except (TypeError, ValueError, OverflowError): x = None
+        if x is None or not self.ok(x): raise InputError(f'{name}: expected {self.what}, got {v!r}')
+        return x
+    def ok(self, x): return True
+    def __repr__(self): return self.what
+
+class Int(Option):
+    "An integer, at least `lo` and at most `hi` where given."
+    def __init__(self, lo=None, hi=None):
+        self.lo, self.hi = lo, hi
+        self.what = 'an integer' + (f' in {lo}..{hi}' if lo is not None and hi is not None else f' ≥ {lo}' if lo is not None else
+                                    f' ≤ {hi}' if hi is not None else '')
+    def convert(self, v):
+        if isinstance(v, bool) or isinstance(v, float) and not v.is_integer(): return None
+        return int(v.strip() if isinstance(v, str) else v)
+    def ok(self, x): return (self.lo is None or x >= self.lo) and (self.hi is None or x <= self.hi)
+
+class Float(Option):
+    "A finite number, above `gt` and below `lt` where given."
+    def __init__(self, gt=None, lt=None):
+        self.gt, self.lt = gt, lt
+        self.what = 'a number' + (f' in ({gt:g}, {lt:g})' if gt is not None and lt is not None else
+                                  f' > {gt:g}' if gt is not None else f' < {lt:g}' if lt is not None else '')
+    def convert(self, v): return None if isinstance(v, bool) else float(v)
+    def ok(self, x): return math.isfinite(x) and (self.gt is None or x > self.gt) and (self.lt is None or x < self.lt)
+
+class Choice(Option):
+    "One of `values` (strings)."
+    def __init__(self, *values): self.values, self.what = values, 'one of ' + ', '.join(map(str, values))
+    def convert(self, v): return v if v in self.values else None
+
+class Many(Option):
+    "A non-empty tuple of distinct values, each checked by `item` (on the command line: one or more words)."
+    def __init__(self, item:Option): self.item, self.what = item, f'one or more of: {item.what}'
+    def __call__(self, v, name='value'):
+        vs = (v,) if isinstance(v, (str, int, float)) else tuple(v)
+        if not vs: raise InputError(f'{name}: expected {self.what}, got nothing')
+        vs = tuple(self.item(e, name) for e in vs)
+        if len(set(vs)) < len(vs): raise InputError(f'{name}: {sorted({e for e in vs if vs.count(e) > 1})} given more than once')
+        return vs
+
+def check_options(fn, # a function or a dataclass whose annotations hold `Option`s
+                  values:dict)->dict: # values by parameter name (None: not given)
+    "`values` converted and checked by `fn`'s `Option` annotations (others pass unchanged); raises `InputError` naming the first bad one."
+    annos = {f.name: f.type for f in dataclasses.fields(fn)} if dataclasses.is_dataclass(fn) else inspect.signature(fn).parameters
+    annos = {k: getattr(a, 'annotation', a) for k, a in annos.items()}
+    return {k: annos[k](v, k) if isinstance(annos.get(k), Option) and v is not None else v for k, v in values.items()}
+
+def checked(fn):
+    "`fn` with its arguments checked and converted by their `Option` annotations before it runs."
+    sig = inspect.signature(fn)
+    @functools.wraps(fn)
+    def _checked(*args, **kwargs):
+        b = sig.bind(*args, **kwargs)
+        b.arguments.update(check_options(fn, b.arguments))
+        return fn(*b.args, **b.kwargs)
+    return _checked
