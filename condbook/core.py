@@ -48,8 +48,8 @@ def jacobian_products(fn, # a function of one tensor
                       x:torch.Tensor): # the point of linearisation
     "`(fn(x), v -> J v, u -> Jᵀ u)` at `x`: each map linearised once and reused for every product."
     out, pullback = vjp(fn, x)
-    _, push = vjp(lambda u: vjp(fn, x)[1](u)[0], torch.zeros_like(out))  # J v as the transpose of the linear u -> Jᵀ u
-    forward_mode = False
+    forward_mode = x.device.type != 'cpu'  # the double backward is 100× a forward pass on a GPU (see above)
+    if not forward_mode: _, push = vjp(lambda u: vjp(fn, x)[1](u)[0], torch.zeros_like(out))  # J v as the transpose of u -> Jᵀ u
     def jv(v):
         nonlocal forward_mode
         if not forward_mode:
