@@ -13,7 +13,7 @@ from collections import namedtuple
 import pandas as pd
 import torch
 from torch import nn
-from .core import image_norms, logit_margin, module_like, require_eval
+from .core import full_precision, image_norms, logit_margin, module_like, require_eval
 
 # %% ../nbs/03_attacks.ipynb #72787980
 def zero_gradients(x):
@@ -76,6 +76,7 @@ def frozen(model:nn.Module):
         for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
 
 # %% ../nbs/03_attacks.ipynb #55c61a68
+@full_precision()
 def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                attack='l2_output', # one of `ATTACKS`
@@ -132,23 +133,22 @@ def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space image
                 steps=8, # bisection steps
                 **kwargs, # passed to `run_attack`
                )->torch.Tensor:
-    "ℓ2 norm [B] of the smallest top-1-flipping perturbation `attack` finds (inf where none)."
+    "ℓ2 norm [B] (float64, CPU) of the smallest top-1-flipping perturbation `attack` finds (inf where none)."
     if attack not in ('l2_pgd', 'cw_l2'):
         raise ValueError(f"flip_radius takes an ℓ2 attack ('l2_pgd' or 'cw_l2'), not {attack!r}")
-    inf = torch.tensor(math.inf, dtype=torch.float64)
-    if attack == 'cw_l2':
-        r = run_attack(model, x, 'cw_l2', **kwargs)
-        return torch.where(r.flipped.cpu(), r.distance.cpu(), inf)
-    lo, hi = torch.zeros(len(x), dtype=torch.float64), torch.full((len(x),), float(eps_max), dtype=torch.float64)
-    r = run_attack(model, x, attack, hi, **kwargs)
-    best = torch.where(r.flipped.cpu(), r.distance.cpu(), inf)
+    x = x.to(module_like(model)['device'])
+    # the bisection stays on the device; one copy at the end
+    none_found = lambda r: torch.where(r.flipped, r.distance, math.inf)
+    if attack == 'cw_l2': return none_found(run_attack(model, x, 'cw_l2', **kwargs)).cpu()
+    like = dict(dtype=torch.float64, device=x.device)
+    lo, hi = torch.zeros(len(x), **like), torch.full((len(x),), float(eps_max), **like)
+    best = none_found(run_attack(model, x, attack, hi, **kwargs))
     for _ in range(steps):
         mid = (lo + hi) / 2
         r = run_attack(model, x, attack, mid, **kwargs)
-        f, d = r.flipped.cpu(), r.distance.cpu()
-        best = torch.where(f, torch.minimum(best, d), best)
-        lo, hi = torch.where(f, lo, mid), torch.where(f, mid, hi)
-    return best
+        best = torch.where(r.flipped, torch.minimum(best, r.distance), best)
+        lo, hi = torch.where(r.flipped, lo, mid), torch.where(r.flipped, mid, hi)
+    return best.cpu()
 
 # %% ../nbs/03_attacks.ipynb #4451f627
 def attack_amplification_table(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
@@ -161,6 +161,6 @@ def attack_amplification_table(model:nn.Module, # classifier in eval mode, on pi
     for attack, radii in (eps or DEFAULT_EPS).items():
         for e in radii:
             r = run_attack(model, x, attack, e, **kwargs)
-            rows += [(b, attack, e, r.amplification[b].item(), bool(r.flipped[b]), r.distance[b].item())
-                     for b in range(len(x))]
+            stats = zip(r.amplification.tolist(), r.flipped.tolist(), r.distance.tolist())
+            rows += [(b, attack, e, *v) for b, v in enumerate(stats)]
     return pd.DataFrame(rows, columns=['image', 'attack', 'eps', 'amplification', 'flipped', 'distance'])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call, vjp
-from .core import check_eval_mode, module_like
+from .core import check_eval_mode, full_precision, module_like
 
 # %% ../nbs/00_norms.ipynb #86c521c3
 class Normalize(nn.Module):
@@ -84,6 +84,14 @@ def _tridiagonal(alphas, betas):
     return T
 
 # %% ../nbs/00_norms.ipynb #fea36cd9
+def _host(coefficients:list)->list:
+    "Lanczos coefficients (a list of [B] tensors on any device) as float64 CPU tensors, copied in one transfer."
+    return list(torch.stack(coefficients, 1).double().cpu().unbind(1)) if coefficients else []
+
+def _checks_at(k:int)->bool:
+    "Whether Lanczos solves its tridiagonal problem after step `k` (0-based): every 2 steps up to 8, then every 4."
+    return (k + 1) % (2 if k < 8 else 4) == 0
+
 def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
                        rmatvec, # its adjoint: [B, *out] -> [B, *in]
                        v0, # start vectors [B, *in]
@@ -102,22 +110,24 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
             w = rmatvec(matvec(q.view(shape))).flatten(1)
             applications += 2
             alpha = torch.linalg.vecdot(q, w)
-            alphas.append(alpha.double())
+            alphas.append(alpha)
             w = w.addcmul(alpha[:, None], q, value=-1)  # three-term recurrence, in place from here on
-            if k: w.addcmul_(betas[-1].to(w.dtype)[:, None], Q[:, k - 1], value=-1)
+            if k: w.addcmul_(betas[-1][:, None], Q[:, k - 1], value=-1)
             basis = Q[:, :k + 1]
             # one Gram-Schmidt pass
             w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)
             beta = w.norm(dim=1)
-            theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
-            top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
-            converged = (beta.double() * s[:, -1]).abs() <= tol * top
-            if converged.all() or applications >= max_applications: break
-            betas.append(beta.double())
+            last = k == krylov_dim - 1 or applications >= max_applications
+            if last or _checks_at(k):  # the small eigenproblem on the CPU, in float64: one copy of 2k numbers per item
+                theta, S = torch.linalg.eigh(_tridiagonal(_host(alphas), _host(betas)))
+                top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
+                converged = (beta.double().cpu() * s[:, -1]).abs() <= tol * top
+                if converged.all() or last: break
+            betas.append(beta)
             q = w.mul_(torch.where(beta > 1e-30, 1 / beta, 0.)[:, None])
-        ritz = torch.bmm(s.to(w.dtype)[:, None, :], Q[:, :k + 1])[:, 0]
+        ritz = torch.bmm(s.to(w)[:, None, :], Q[:, :k + 1])[:, 0]
         if converged.all() or applications >= max_applications:
-            return SVResult(top.sqrt().to(v0.dtype), ritz.view(shape), applications)
+            return SVResult(top.sqrt().to(v0), ritz.view(shape), applications)
         q = ritz / ritz.norm(dim=1, keepdim=True)
 
 # %% ../nbs/00_norms.ipynb #9f8787a2
@@ -175,6 +185,7 @@ def cached(key:str, compute)->float:
 
 # %% ../nbs/00_norms.ipynb #8092c7b9
 @torch.no_grad()
+@full_precision()
 def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
                     input_shape, # shape of one input, without batch
                     tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
@@ -214,7 +225,7 @@ def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 def _window_counts_1d(n_in, starts_ends)->torch.Tensor:
     "How many windows, given as (positions) per output, contain each of `n_in` input positions."
-    counts = torch.zeros(n_in)
+    counts = torch.zeros(n_in, device='cpu')  # a shape computation: on the CPU, whatever the default device
     for positions in starts_ends:
         for i in positions:
             if 0 <= i < n_in: counts[i] += 1
@@ -226,7 +237,7 @@ def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
                       )->torch.Tensor:
     "Number of pooling windows that contain each input position: [H, W]."
     H, W = input_shape[-2:]
-    Ho, Wo = module(torch.zeros(1, 1, H, W)).shape[-2:]
+    Ho, Wo = module(torch.zeros(1, 1, H, W, device='cpu')).shape[-2:]
     if isinstance(module, nn.AdaptiveMaxPool2d):
         windows = lambda n, no: [range(math.floor(o * n / no), math.ceil((o + 1) * n / no)) for o in range(no)]
         rows, cols = windows(H, Ho), windows(W, Wo)
