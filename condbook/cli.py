@@ -14,7 +14,8 @@ import torch
 from fastcore.docments import docments
 from tqdm.auto import tqdm
 from .bitwidth import Roundoff, measure_bits, predict_bits
-from .core import Choice, Float, InputError, Int, Many, Option, UserError, checked, save_csv
+from .core import (Choice, Float, InputError, Int, Many, Option, UserError, checked, full_precision, precision_info,
+                           precision_line, save_csv)
 from .data import SkippedImage, batches, image_folder, imagenet_categories, sample_images
 from .estimator import Estimator, UnsupportedOperationError, local_condition, record
 from .experiment import ExperimentConfig, ResultsWarning, out_folder, run_experiment, summarize
@@ -24,6 +25,7 @@ from .plots import plot_condition, plot_layer_kappa
 
 # %% ../nbs/07_cli.ipynb #d675c495
 @checked
+@full_precision()
 def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.models.MODELS`)
            weights:str='imagenet', # 'imagenet', 'untrained' or a checkpoint file
            data:str=None, # image folder; None: the photographs shipped with scikit-image
@@ -43,6 +45,7 @@ def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.
     label = net.label + ('' if size is None else f', {size}×{size} input')
     out.mkdir(parents=True, exist_ok=True)
     est = Estimator(net, shape, progress=True)
+    arithmetic = precision_line(precision_info(getattr(torch, dtype), device))  # in every row and the summary
     save_csv(est.layers, out/'layers.csv')
     names, rows, kappas = imagenet_categories(), [], []
     bar = tqdm(total=len(images), desc=label, unit='image')
@@ -55,11 +58,12 @@ def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.
         ro = Roundoff(est, x)  # minimal safe fixed-point bits: estimated (3σ) and measured by quantizing
         bits = {f'bits_{t}_{k}': (predict_bits(ro, x, 'fixed', t, kind='estimate') if k == 'estimate' else measure_bits(ro, x, 'fixed', t))
                 for t in ('weights', 'activations') for k in ('estimate', 'measured')}
-        for b, i in enumerate(idx):
-            rows.append(dict(image=images.files[i], label=int(y[b]), prediction=int(pred[b]),
-                             predicted_class=names[pred[b]], correct=bool(y[b] == pred[b]) if y[b] >= 0 else None,
-                             K=r.bound[b].item(), activation_bound=act[b].item(), local_condition=loc[b].item(),
-                             skipped=r.skipped.get(b, ''), **{k: v[b].item() for k, v in bits.items()}))
+        cols = dict(K=r.bound.tolist(), activation_bound=act.tolist(), local_condition=loc.tolist(),
+                    **{k: v.tolist() for k, v in bits.items()})
+        for b, (i, l, p) in enumerate(zip(idx, y.tolist(), pred.tolist())):
+            rows.append(dict(image=images.files[i], label=l, prediction=p, predicted_class=names[p],
+                             correct=l == p if l >= 0 else None, skipped=r.skipped.get(b, ''),
+                             **{k: v[b] for k, v in cols.items()}, precision=arithmetic))
         kappas.append(r.per_layer.assign(image=[images.files[idx[b]] for b in r.per_layer.image]))
         save_csv(pd.DataFrame(rows), out/'per_image.csv')
         save_csv(pd.concat(kappas), out/'per_layer.csv')
@@ -84,6 +88,7 @@ def summary_markdown(label, est, per_image, unreadable)->str: # unreadable: (fil
              f'- global Lipschitz bound L_f = {est.lipschitz:.4g} over {len(est.layer_list)} layers'
              + ('' if est.is_chain else ' (a graph: additions/concatenations)'),
              f'- K(x) overestimates the local condition number by a median factor of {gap:.3g}',
+             f"- arithmetic: {'; '.join(per_image.precision.unique())}",
              f"- minimal safe fixed-point bits (median; estimated / measured by quantizing): weights {per_image.bits_weights_estimate.median():g} / "
              f"{per_image.bits_weights_measured.median():g}, activations {per_image.bits_activations_estimate.median():g} / "
              f"{per_image.bits_activations_measured.median():g}", '',
@@ -95,11 +100,15 @@ def summary_markdown(label, est, per_image, unreadable)->str: # unreadable: (fil
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/07_cli.ipynb #9e31d769
-def _seconds(fn, repeat=3):
+def _seconds(fn, # the work to time
+             repeat=3, # timed runs
+             device='cpu', # where `fn` computes: on a GPU, the clock waits for its kernels to finish
+            ):
     "Median wall time of `fn()` over `repeat` runs, after one warm-up."
-    fn(); times = []
+    sync = torch.cuda.synchronize if torch.device(device).type == 'cuda' else lambda: None
+    fn(); sync(); times = []
     for _ in range(repeat):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+        t = time.perf_counter(); fn(); sync(); times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 # %% ../nbs/07_cli.ipynb #d76704fd
@@ -124,6 +133,7 @@ def _layer_norm_costs(est, tol, power_cap):
 
 # %% ../nbs/07_cli.ipynb #e9519a12
 @checked
+@full_precision()
 def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`; untrained weights)
           size:Int(1)=224, # input crop H = W, at least the model's `condbook.models.MIN_SIZE`
           batch:Int(1)=8, # images per forward pass and estimator call
@@ -131,20 +141,23 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
           local_tol:Float(0, 1)=1e-3, # relative tolerance of `local_condition`
           device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
           power_cap:Int(1)=10, # power iteration stops at this multiple of Lanczos's applications (then the ratio is a lower bound)
-          local_images:Int(1)=2)->dict: # images in the timed `local_condition` batch
+          local_images:Int(1)=None, # images in the timed `local_condition` batch (None: the whole batch)
+         )->dict:
     "Measured cost ratios of the estimator against its goals (`BENCH_GOALS`); returns a JSON-able dict."
     check_size(model, size)
     net = load_model(model, 'untrained', device=resolve_device(device))
     shape = (3, size, size)
     t = time.perf_counter(); est = Estimator(net, shape, tol=tol, cache=False, progress=True); t_norms = time.perf_counter() - t
     x = torch.rand(batch, *shape, **est.like)
-    with torch.no_grad(): t_fwd = _seconds(lambda: net(x))
-    t_call = _seconds(lambda: est(x))
+    dev = est.like['device']
+    with torch.no_grad(): t_fwd = _seconds(lambda: net(x), device=dev)
+    t_call = _seconds(lambda: est(x).bound, device=dev)
     xl = x[:local_images]
-    t_local = _seconds(lambda: local_condition(net, xl, tol=local_tol), repeat=1) / len(xl)
+    t_local = _seconds(lambda: local_condition(net, xl, tol=local_tol), repeat=1, device=dev) / len(xl)
     layers = _layer_norm_costs(est, tol, power_cap)  # counts, not times: last
     lanczos, power = sum(r['lanczos'] for r in layers), sum(r['power'] for r in layers)
-    r = {'model': f'{model} (untrained weights)', 'input': list(shape), 'device': str(est.like['device']), 'batch': batch,
+    r = {'model': f'{model} (untrained weights)', 'input': list(shape), 'device': str(dev), 'batch': batch,
+         'precision': precision_line(precision_info(est.like['dtype'], dev)),
          'forward_seconds_batch': round(t_fwd, 4), 'estimator_call_seconds_batch': round(t_call, 4),
          'estimator_call_over_forward': round(t_call / t_fwd, 3),
          'layer_norms_seconds': round(t_norms, 1), 'layer_norms_tol': tol,

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['image_norms', 'logit_margin', 'check_eval_mode', 'require_eval', 'module_like', 'jacobian_products',
-           'dense_local_condition', 'full_precision', 'precision_info', 'atomic_write', 'save_csv', 'UserError',
-           'InputError', 'MissingPath', 'Option', 'Int', 'Float', 'Choice', 'Many', 'check_options', 'checked']
+           'dense_local_condition', 'full_precision', 'precision_info', 'precision_line', 'atomic_write', 'save_csv',
+           'UserError', 'InputError', 'MissingPath', 'Option', 'Int', 'Float', 'Choice', 'Many', 'check_options',
+           'checked']
 
 # %% ../nbs/00a_core.ipynb #d3131ab2
 import contextlib, dataclasses, functools, inspect, math, os
@@ -136,6 +137,14 @@ def precision_info(dtype:torch.dtype, # the dtype the model computes in
     reduced = any(v is True for k, v in state.items() if 'reduced_precision' in k or 'accumulation' in k)
     return dict(dtype=str(dtype).removeprefix('torch.'), device=str(device) + (f' ({name})' if name else ''),
                 tf32=tf32, reduced_precision_reductions=reduced)
+
+# %% ../nbs/00a_core.ipynb #c5b690f5
+def precision_line(info:dict, # `precision_info`
+                  )->str:
+    "`precision_info` in one line, as result files and summaries record it."
+    onoff = lambda v: 'on' if v else 'off'
+    return (f"{info['dtype']} on {info['device']}, TF32 {onoff(info['tf32'])}, "
+            f"reduced-precision reductions {onoff(info['reduced_precision_reductions'])}")
 
 # %% ../nbs/00a_core.ipynb #e8e6d40b
 def atomic_write(path, # the file to write

@@ -8,7 +8,7 @@ __all__ = ['KEY', 'RATIOS', 'QUICK', 'ExperimentConfig', 'out_folder', 'data_nam
            'write_manifest', 'census', 'census_line', 'run_experiment', 'load_results', 'complete_rows',
            'per_image_table', 'tightness_table', 'layer_kappa_table', 'timing_table', 'minimal_bits_rows',
            'safe_width_table', 'plot_estimates', 'plot_amplification', 'plot_ratios', 'plot_radii', 'saved_config',
-           'summarize', 'migrate_results', 'checkout_runs', 'study_from_env']
+           'arithmetic', 'summarize', 'migrate_results', 'checkout_runs', 'study_from_env']
 
 # %% ../nbs/08_experiment.ipynb #e4ef6283
 import json, os, sys, time, warnings
@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .attacks import ATTACKS, DEFAULT_EPS, certified_radius, flip_radius, run_attack
-from .core import Choice, Float, InputError, Int, Many, MissingPath, UserError, atomic_write, check_options, logit_margin, save_csv
+from .core import (Choice, Float, InputError, Int, Many, MissingPath, UserError, atomic_write, check_options,
+                           full_precision, logit_margin, precision_info, precision_line, save_csv)
 from .bitwidth import KINDS, Roundoff, minimal_bits_table, plot_minimal_bits, safe_width
 from .plots import plot_layer_kappa, plots
 from .data import image_folder, sample_images
@@ -169,8 +170,10 @@ class Context:
                               channels_last=torch.device(device).type == 'cpu')  # same numbers up to round-off, ~1.3× faster on a CPU
         self.transform = pixel_transform(crop=cfg.size)
         self.est = Estimator(self.net, (3, cfg.size, cfg.size), progress=progress)
+        self.precision = precision_line(precision_info(getattr(torch, cfg.dtype), device))  # recorded in every row
 
 # %% ../nbs/08_experiment.ipynb #cb51fe41
+@full_precision()
 def measure(ctx:Context, name:str, eps, x:torch.Tensor, y:torch.Tensor, seed:int)->list:
     "Values of measurement `name` at `eps` for the chunk `x` [B, C, H, W] with labels `y`: one dict per image."
     cfg, net = ctx.cfg, ctx.net
@@ -182,19 +185,19 @@ def measure(ctx:Context, name:str, eps, x:torch.Tensor, y:torch.Tensor, seed:int
         with torch.no_grad(): logits = net(x.to(**ctx.est.like))
         margin, cert, act = logit_margin(logits), certified_radius(logits, ctx.est.lipschitz), r.activation_bound
         kappa = {b: dict(zip(g.layer, g.kappa)) for b, g in r.per_layer.groupby('image')}
-        return [dict(label=int(y[b]), prediction=int(logits[b].argmax()), margin=margin[b].item(), K=r.bound[b].item(),
-                     activation_bound=act[b].item(), lipschitz=ctx.est.lipschitz, certified_radius=cert[b].item(),
-                     skipped=r.skipped.get(b, ''), kappa=kappa.get(b, {})) for b in range(len(x))]
+        cols = zip(y.tolist(), logits.argmax(1).tolist(), margin.tolist(), r.bound.tolist(), act.tolist(), cert.tolist())
+        return [dict(label=l, prediction=p, margin=m, K=k, activation_bound=a, lipschitz=ctx.est.lipschitz, certified_radius=c,
+                     skipped=r.skipped.get(b, ''), kappa=kappa.get(b, {})) for b, (l, p, m, k, a, c) in enumerate(cols)]
     if name == 'local_condition': return [dict(local_condition=v) for v in local_condition(net, x).tolist()]
     if name.startswith('random_'):
         t = random_trials(net, x, eps, name.removeprefix('random_'), cfg.draws, seed)
-        return [dict(max_amplification=t.amplification[b].max().item(), mean_amplification=t.amplification[b].mean().item(),
-                     flip_rate=t.flipped[b].double().mean().item()) for b in range(len(x))]
+        cols = zip(t.amplification.max(1).values.tolist(), t.amplification.mean(1).tolist(), t.flipped.double().mean(1).tolist())
+        return [dict(max_amplification=a, mean_amplification=m, flip_rate=f) for a, m, f in cols]
     if name.startswith('attack_'):
         a = run_attack(net, x, name.removeprefix('attack_'), eps, seed=seed, nb_iter=cfg.nb_iter,
                        cw_iterations=cfg.cw_iterations, cw_search_steps=cfg.cw_search_steps)
-        return [dict(amplification=a.amplification[b].item(), flipped=bool(a.flipped[b]), distance=a.distance[b].item())
-                for b in range(len(x))]
+        return [dict(amplification=v, flipped=f, distance=d)
+                for v, f, d in zip(a.amplification.tolist(), a.flipped.tolist(), a.distance.tolist())]
     if name == 'flip_radius':
         return [dict(flip_radius=v) for v in flip_radius(net, x, 'l2_pgd', cfg.flip_eps_max, cfg.flip_steps, seed=seed,
                                                           nb_iter=cfg.nb_iter).tolist()]
@@ -315,7 +318,8 @@ def run_experiment(cfg:ExperimentConfig, # what to measure
                 t0 = time.perf_counter()
                 values = measure(ctx, m, e, x, y, cfg.seed + chunk[0])
                 sec = (time.perf_counter() - t0) / len(idx)
-                append([dict(file=pairs[idx[b]][0], sha=pairs[idx[b]][1], measurement=m, eps=e, seconds=sec, **values[b]) for b in missing])
+                append([dict(file=pairs[idx[b]][0], sha=pairs[idx[b]][1], measurement=m, eps=e, seconds=sec, **values[b],
+                             precision=ctx.precision) for b in missing])
         bar.update(len(chunk))
     bar.close()
     if out.is_dir(): (out/f'done-{rank}-of-{world}').write_text(str(len(mine)))
@@ -474,6 +478,12 @@ def saved_config(out)->ExperimentConfig:
     try: return ExperimentConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(ExperimentConfig)}})
     except InputError as e: raise InputError(f'{path}: {e}') from None
 
+def arithmetic(df:pd.DataFrame)->str:
+    "The arithmetic the rows of `df` were computed in (`condbook.core.precision_line`), each kind once."
+    kinds = df.precision.dropna().unique() if 'precision' in df else []
+    old = 'not recorded (rows made before condbook recorded it)' if len(kinds) == 0 or df.precision.isna().any() else None
+    return '; '.join([*kinds, *([old] if old else [])])
+
 def _stale_files(out, df)->int:
     "How many files (or earlier versions of files) have rows in `out` but are not among the images of `df`."
     return len({(r['file'], r['sha']) for r in all_rows(out)} - set(zip(df.file, df.sha)))
@@ -513,6 +523,7 @@ def summarize(out, # experiment output folder
              f"- data: {cfg.data or 'photographs shipped with scikit-image'}; input {cfg.size}×{cfg.size}; seed {cfg.seed}",
              *([f"- the last run found: {census_line(found, cfg.data)}"] if (found := _manifest(out).get('found')) else []),
              *([f'- rows of {stale} other files or earlier versions of files (gone, changed, or not among these images) are kept in the results, left out here'] if (stale := _stale_files(out, df)) else []),
+             f"- arithmetic: {arithmetic(df)}",
              f"- L_f = {measured[measured.measurement == 'estimate'].lipschitz.iloc[0]:.4g}", '',
              '## Quantiles over images', '', tight.to_markdown(floatfmt='.3g'), '',
              *(['## Minimal safe bits (99% of images keep their top-1 class)', '', 'Fixed point: total bits; floating point: mantissa bits '
