@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""The bit-width study of EfficientNet-Lite0 on labelled ImageNet photos (condbook.bitwidth.bitwidth_study).
+
+Splits the photos (sorted by name) by a seeded permutation into calibration photos (default 200) and evaluation photos (the rest),
+then runs, or resumes, the study into report/bitwidth/<run>/: config.json, allocations.csv, allocation-sensitivities.json,
+rows/<first image>.csv.gz (one per batch of evaluation photos: per photo, setting, target and width, the predicted probability
+of keeping the top-1 class and the class obtained), the summary tables tables/*.csv, and timing.json. Small files only.
+
+On a GPU (the whole study on 800 photos):
+
+    python scripts/bitwidth_study.py --device cuda --data .gpu/photos-800 --run efficientnet_lite0-imagenet-800
+
+A small check on a CPU:
+
+    OMP_NUM_THREADS=2 python scripts/bitwidth_study.py --limit 24 --calibration 8 --run cpu-check
+"""
+import argparse, json, os, sys, time
+from pathlib import Path
+import torch
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', '../shared/data/imagenet-sample'), help='folder of labelled photos')
+    p.add_argument('--run', default='efficientnet_lite0-imagenet-800', help='name of the results folder under --report')
+    p.add_argument('--report', default='report/bitwidth', help='where the results folders are')
+    p.add_argument('--calibration', type=int, default=200, help='how many photos calibrate (kept apart from the evaluation photos)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the split')
+    p.add_argument('--limit', type=int, default=None, help='use only the first N photos (sorted by name)')
+    p.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'auto'")
+    p.add_argument('--batch-size', type=int, default=None, help='evaluation photos per batch (one results file each); default 100 on a GPU, 8 on a CPU')
+    p.add_argument('--widths', default='2-16', help='integer widths of the agreement curves, as lo-hi')
+    p.add_argument('--hessian-images', type=int, default=32, help='calibration photos of the Hessian traces')
+    p.add_argument('--hessian-samples', type=int, default=8, help="Rademacher vectors of Hutchinson's estimator")
+    a = p.parse_args(argv)
+    from condbook.bitwidth import bitwidth_study, study_split
+    from condbook.core import atomic_write
+    from condbook.data import batches, image_folder
+    from condbook.estimator import Estimator
+    from condbook.models import load_model
+    t0 = time.time()
+    device = ('cuda' if torch.cuda.is_available() else 'cpu') if a.device == 'auto' else a.device
+    batch_size = a.batch_size or (100 if device.startswith('cuda') else 8)
+    lo, hi = (int(v) for v in a.widths.split('-'))
+    model = load_model('efficientnet_lite0', 'imagenet', device=device)
+    images = image_folder(a.data, a.limit)
+    xs, ys, idx = zip(*batches(images, model.transform, 64))
+    x, y, idx = torch.cat(xs).to(device), torch.cat(ys), [i for b in idx for i in b]
+    names = [Path(images.paths[i]).name for i in idx]
+    cal, ev = study_split(len(x), a.calibration, a.seed)
+    t_read = time.time() - t0
+    print(f'{len(x)} photos read in {t_read:.0f} s: {len(cal)} calibrate, {len(ev)} evaluate, on {device}', flush=True)
+    out = Path(a.report)/a.run
+    est = Estimator(model, model.input_shape)
+    t1 = time.time()
+    tables = bitwidth_study(est, x[ev.to(device)], y[ev], x[cal.to(device)], y[cal], out, names=[names[i] for i in ev],
+                            widths=range(lo, hi + 1), batch_size=batch_size, hessian_images=a.hessian_images, hessian_samples=a.hessian_samples)
+    t_study = time.time() - t1
+    (out/'tables').mkdir(exist_ok=True)
+    for k, v in tables.items():
+        if k != 'rows' and v is not None: v.to_csv(out/'tables'/f'{k}.csv')
+    timing = dict(device=torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu', photos=len(x), read_s=round(t_read, 1),
+                  study_s=round(t_study, 1), total_s=round(time.time() - t0, 1), threads=torch.get_num_threads())
+    atomic_write(out/'timing.json', lambda tmp: tmp.write_text(json.dumps(timing, indent=1)))
+    print(tables['curves'].to_string(), flush=True)
+    print(tables['comparison'].to_string(), flush=True)
+    print(json.dumps(timing), flush=True)
+
+if __name__ == '__main__': sys.exit(main())
