@@ -891,27 +891,27 @@ def hessian_traces(ro:Roundoff, # the analysis at a batch (of calibration images
     ps = [getattr(m, p) for _, _, m, names in rounded_tensors(ro.est, ro.rounded, not ro.deployed) for p in names]
     y = ro.logits.argmax(1) if labels is None else torch.as_tensor(labels, device=ro.x.device)
     gen, tr = torch.Generator().manual_seed(seed), torch.zeros(len(ps), dtype=torch.float64, device=ro.x.device)
+    vs = [[(torch.randint(0, 2, p.shape, generator=gen, device='cpu') * 2 - 1).to(p) for p in ps] for _ in range(samples)]
     with torch.enable_grad(), requiring_grad(ps):
-        for _ in range(samples):
-            v = [(torch.randint(0, 2, p.shape, generator=gen, device='cpu') * 2 - 1).to(p) for p in ps]
-            for xb, yb in zip(ro.x.split(batch_size), y.split(batch_size)):
-                loss = F.cross_entropy(ro.est.gm(xb), yb, reduction='sum') / len(ro.x)
-                g = torch.autograd.grad(loss, ps, create_graph=True)
-                hv = torch.autograd.grad(g, ps, grad_outputs=v, allow_unused=True)
+        for xb, yb in zip(ro.x.split(batch_size), y.split(batch_size)):  # one forward and gradient per batch, one product per vector
+            loss = F.cross_entropy(ro.est.gm(xb), yb, reduction='sum') / len(ro.x)
+            g = torch.autograd.grad(loss, ps, create_graph=True)
+            for i, v in enumerate(vs):
+                hv = torch.autograd.grad(g, ps, grad_outputs=v, retain_graph=i + 1 < samples, allow_unused=True)
                 tr += torch.stack([(a * b).sum() if b is not None else a.new_zeros(()) for a, b in zip(v, hv)]).double()
     return tr / samples
 
 @torch.no_grad()
 def rounding_perturbations(ro:Roundoff, per_channel=True, widths=range(2, 33))->np.ndarray:
     "[M, W]: ‖Q_b(p) − p‖² summed over each rounded module's parameters, at each width (folded as `ro` is)."
-    out = np.zeros((len(ro.rounded), len(widths)))
+    out = []  # on the parameters' device, moved to the host once
     for i, (name, m) in enumerate(ro.rounded.items()):
         ps = [m.weight.detach().clone()] + ([m.bias.detach().clone()] if m.bias is not None and not ro.deployed else [])
         for j, b in enumerate(widths):
             with rounded_weights({name: m}, Fixed(b, per_channel), ro.folds, biases=not ro.deployed):
                 rounded = [m.weight] + ([m.bias] if len(ps) > 1 else [])
-                out[i, j] = sum(((r.double() - p.double()) ** 2).sum().item() for r, p in zip(rounded, ps))
-    return out
+                out.append(sum(((r.double() - p.double()) ** 2).sum() for r, p in zip(rounded, ps)))
+    return torch.stack(out).reshape(len(ro.rounded), len(widths)).cpu().numpy()
 
 @torch.no_grad()
 def weight_sensitivities(ro:Roundoff, # the analysis at a batch (of calibration images: allocations are chosen there)

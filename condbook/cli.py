@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .attacks import ATTACKS
-from .bitwidth import Roundoff, measure_bits, predict_bits
+from .bitwidth import Roundoff, make_formats, measure_bits, predict_bits
 from .data import batches, image_folder, imagenet_categories, sample_images
 from .estimator import Estimator, UnsupportedOperationError, local_condition, record
 from .models import MODELS, PretrainedWeightsUnavailable, load_model, pixel_transform
@@ -51,6 +51,9 @@ def report(model='efficientnet_lite0', # one of `condbook.models.MODELS`
         ro = Roundoff(est, x)  # minimal safe fixed-point bits: estimated (3σ) and measured by quantizing
         bits = {f'bits_{t}_{k}': (predict_bits(ro, x, 'fixed', t, kind='estimate') if k == 'estimate' else measure_bits(ro, x, 'fixed', t))
                 for t in ('weights', 'activations') for k in ('estimate', 'measured')}
+        # predicted probability of keeping the top-1 class at W8A8 and W4A4 (weights per channel, activations per image), without quantizing
+        agree = ro.agreement(make_formats('fixed', [8, 4], per_channel=True, device=ro.x.device), 'both')
+        bits |= {'agreement_int8': agree[:, 0], 'agreement_int4': agree[:, 1]}
         for b, i in enumerate(idx):
             rows.append(dict(image=Path(images.paths[i]).name, label=int(y[b]), prediction=int(pred[b]),
                              predicted_class=names[pred[b]], correct=bool(y[b] == pred[b]) if y[b] >= 0 else None,
@@ -80,7 +83,9 @@ def summary_markdown(label, est, per_image, unreadable)->str:
              f'- K(x) overestimates the local condition number by a median factor of {gap:.3g}',
              f"- minimal safe fixed-point bits (median; estimated / measured by quantizing): weights {per_image.bits_weights_estimate.median():g} / "
              f"{per_image.bits_weights_measured.median():g}, activations {per_image.bits_activations_estimate.median():g} / "
-             f"{per_image.bits_activations_measured.median():g}", '',
+             f"{per_image.bits_activations_measured.median():g}",
+             f"- predicted top-1 agreement with the float network (weights per channel, activations per image; not measured): "
+             f"int8 {per_image.agreement_int8.mean():.1%}, int4 {per_image.agreement_int4.mean():.1%}", '',
              q.rename(columns={'local_condition': 'local κ(x)', 'activation_bound': 'activation-aware', 'K': 'K(x)'}).to_markdown(floatfmt='.4g'), '',
              '![per-layer factors](layer_kappa.png)', '', '![condition per image](condition.png)', '',
              'Tables: [per image](per_image.csv), [per layer and image](per_layer.csv), [layer constants](layers.csv).']
