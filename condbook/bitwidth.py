@@ -994,11 +994,13 @@ def _greedy_flips(S:np.ndarray, base:np.ndarray, margin:np.ndarray, # [B, M] mar
         var = var + S[:, l] * (v[i + 1] - v[i])
     return _fill(idx, gain, n, widths, budget, step)
 
-def allocate_bits(sens:pd.DataFrame, # `weight_sensitivities` (its `attrs` say the method)
+def allocate_bits(sens:pd.DataFrame, # `weight_sensitivities`, or a `Roundoff` at calibration images (its sensitivities for `method` are computed)
                   mean_bits:float, # average bits per parameter (the size of the uniform model)
                   lo=2, hi=32, # allowed widths
-                  method=None)->pd.Series: # one of `ALLOCATIONS` (default: the sensitivities')
+                  method=None, # one of `ALLOCATIONS` (default: the sensitivities'; 'statistical' for a `Roundoff`)
+                  per_channel=True, act=None)->pd.Series: # for a `Roundoff`: weight scales per channel, the activations' format (None: float)
     "Bits per module under the budget `mean_bits` (can be passed wherever a width is taken)."
+    if isinstance(sens, Roundoff): sens = weight_sensitivities(sens, method or 'statistical', per_channel=per_channel, act=act)
     method = method or sens.attrs.get('method', 'bound')
     if method not in ALLOCATIONS: raise ValueError(f"unknown allocation method {method!r}: choose one of {', '.join(ALLOCATIONS)}")
     n, widths = sens.params.to_numpy(np.float64), np.arange(lo, hi + 1)

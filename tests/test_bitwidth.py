@@ -114,6 +114,7 @@ def test_allocations_respect_the_budget_and_the_statistical_one_keeps_most():
     sens = {m: weight_sensitivities(ro_cal, m, per_channel=True, samples=4) for m in ALLOCATIONS}
     allocs = {m: allocate_bits(s, budget, lo=2, hi=8) for m, s in sens.items()}
     n = sens['uniform'].set_index('module').params
+    assert allocate_bits(ro_cal, budget, lo=2, hi=8).equals(allocs['statistical'])   # from the analysis itself: statistical by default
     for m, bits in allocs.items():
         assert (bits * n).sum() <= budget * n.sum(), m
     cmp = compare_allocation(ro_eval, allocs)
