@@ -839,7 +839,7 @@ def measure_agreement(model:nn.Module, x:torch.Tensor, fmt='fixed', target='weig
                       calibration=None, est=None): # the arguments of `predict_agreement`
     "Measured fraction of the images in `x` whose top-1 class survives quantizing (a tensor [W] for a list of widths)."
     ro = roundoff(model, x, est, 0, calibration)
-    if isinstance(bits, (list, tuple, range, torch.Tensor, np.ndarray)):
+    if isinstance(bits, (list, tuple, range, torch.Tensor, np.ndarray)) and not isinstance(bits, Widths):  # several widths, one at a time
         return torch.stack([ro.measure(make_formats(fmt, int(b), per_channel, exp_bits), target)[1].double().mean() for b in bits])
     return ro.measure(make_formats(fmt, bits, per_channel, exp_bits), target)[1].double().mean().item()
 
