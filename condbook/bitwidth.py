@@ -927,7 +927,7 @@ def weight_sensitivities(ro:Roundoff, # the analysis at a batch (of calibration 
     onehot = torch.tensor([[float(t == n) for n in names] for t in ro.tensor_modules], dtype=torch.float64, device=ro.x.device)  # [T, M]
     attrs = dict(method=method, per_channel=per_channel)
     if method == 'bound':
-        sens = [(ro.bound({name: Fixed(probe_bits, per_channel)}, 'weights') * Fixed(probe_bits).levels).median().item() for name in names]
+        sens = torch.stack([(ro.bound({name: Fixed(probe_bits, per_channel)}, 'weights') * Fixed(probe_bits).levels).median() for name in names]).tolist()
     elif method == 'statistical':
         per_image = ro.sensitivity(per_tensor=True)[('weights', ('fixed', per_channel))][:, -1] @ onehot  # [B, M] margin variance per unit width factor
         base = ro.variance(act, 'activations')[:, -1] if act is not None else torch.zeros_like(ro.margin)
@@ -1214,10 +1214,8 @@ def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:p
     ro['max'].exp_bits = exps
     ro['max'].families = {('weights', ('fixed', True)), ('weights', ('fixed', False)), ('activations', 'static')} | {(p, ('float', e)) for p in ('weights', 'activations') for e in exps}
     ro['percentile'].families = {('weights', ('fixed', True)), ('activations', 'static')}  # what the settings use
-    r0, frames = ro['max'], []
-    def add(group, setting, target, bits, predicted, top1):
-        frames.append(pd.DataFrame(dict(image=np.arange(len(x)), group=group, setting=setting, target=target, bits=bits,
-                                        predicted=predicted.double().cpu().numpy(), top1=top1.cpu().numpy())))
+    r0, keys, found = ro['max'], [], []  # results stay on the device until the end: one transfer per batch
+    def add(group, setting, target, bits, predicted, top1): keys.append((group, setting, target, bits)); found.append((predicted.double(), top1))
     def run(r, act=None): return _AtPoints(est.gm, r.rounders(act)).run(x).argmax(1)
     predicted = {(s, t): ro[c or 'max'].agreement(make_formats('fixed', list(widths), pc, device=x.device), t) for s, t, pc, c in STUDY_SETTINGS}
     for i, b in enumerate(widths):
@@ -1243,7 +1241,9 @@ def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:p
         fmt, target = make_formats('fixed', bits if a is None else Widths(bits, a), True), 'weights' if a is None else 'both'
         with rounded_weights(r.rounded, fmt if a is None else fmt.weights, r.folds, biases=False):
             add('allocation', f"{method}, {'float' if a is None else f'A{a}'}", target, budget, r.agreement(fmt, target), run(r, None if a is None else Fixed(a)))
-    return pd.concat(frames, ignore_index=True)
+    p, top1 = (torch.stack(v).cpu().numpy() for v in zip(*found))
+    return pd.concat([pd.DataFrame(dict(image=np.arange(len(x)), group=g, setting=s, target=t, bits=b, predicted=p[i], top1=top1[i]))
+                      for i, (g, s, t, b) in enumerate(keys)], ignore_index=True)
 
 def bitwidth_study(est:Estimator, # the network (its estimator)
                    x:torch.Tensor, labels:torch.Tensor, # evaluation images [N, C, H, W] and their classes [N] (−1: unknown)
