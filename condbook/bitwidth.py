@@ -1170,7 +1170,7 @@ def study_split(n:int, # number of labelled images
                 calibration=200, # how many of them calibrate
                 seed=0)->tuple:
     "(calibration indices, evaluation indices): a seeded random permutation of the n images (in sorted order), its first `calibration` calibrate."
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed), device='cpu')  # indices of the host's image list
     return perm[:calibration].sort().values, perm[calibration:].sort().values
 
 def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # calibration images and labels (−1: unknown)

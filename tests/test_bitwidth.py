@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 from condbook.bitwidth import (ALLOCATIONS, FLOAT_FORMATS, NATIVE_DTYPES, TARGETS, Fixed, Float, Roundoff, Widths, allocate_bits, bitwidth_study,
                                calibrate, clip_static, compare_allocation, make_formats, measure_agreement, measure_bits, predict_agreement,
-                               predict_bits, round_fixed, round_float, round_static, rounded_weights, survival_probability, values_at,
+                               predict_bits, round_fixed, round_float, round_static, rounded_weights, study_split, survival_probability, values_at,
                                weight_sensitivities)
 from condbook.estimator import Estimator
 
@@ -154,6 +154,8 @@ def test_bitwidth_makes_no_tensor_off_the_data_device():
             predict_agreement(ro, x, 'fixed', 'both', [4, 8]), measure_agreement(ro, x, 'fixed', 'both', 8), ro.estimate(Fixed(8), 'both')
         sens = weight_sensitivities(ro, 'statistical', per_channel=True, act=Fixed(8))
         compare_allocation(ro, {'s': allocate_bits(sens, 5, hi=8)}, act_bits=8)
+        for method in ('hessian', 'bound'): allocate_bits(weight_sensitivities(ro, method, per_channel=True, samples=2), 5, hi=8)
+        study_split(10, 3)
 
 
 def test_bad_arguments():
