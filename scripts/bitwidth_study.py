@@ -4,7 +4,7 @@
 Splits the photos (sorted by name) by a seeded permutation into calibration photos (default 200) and evaluation photos (the rest),
 then runs, or resumes, the study into report/bitwidth/<run>/: config.json, allocations.csv, allocation-sensitivities.json,
 rows/<first image>.csv.gz (one per batch of evaluation photos: per photo, setting, target and width, the predicted probability
-of keeping the top-1 class and the class obtained), the summary tables tables/*.csv, and timing.json. Small files only.
+of keeping the top-1 class and the class obtained), the summary tables tables/*.csv, and timing-<date>.json per run. Small files only.
 
 On a GPU (the whole study on 800 photos):
 
@@ -56,19 +56,24 @@ def main(argv=None):
     t_read = time.time() - t0
     print(f'{len(x)} photos read in {t_read:.0f} s: {len(cal)} calibrate, {len(ev)} evaluate, on {device}', flush=True)
     out = Path(a.report)/a.run
-    est = Estimator(model, model.input_shape)
-    t1 = time.time()
-    tables = bitwidth_study(est, x[ev.to(device)], y[ev], x[cal.to(device)], y[cal], out, names=[names[i] for i in ev],
-                            widths=range(lo, hi + 1), batch_size=batch_size, hessian_images=a.hessian_images, hessian_samples=a.hessian_samples)
-    t_study = time.time() - t1
+    t_est = time.time()
+    est = Estimator(model, model.input_shape)  # layer constants: from the cache, else computed (on the device)
+    t1, done, t_est = time.time(), False, time.time() - t_est
+    try:  # the rows are saved batch by batch inside; the timing is written even if something fails later
+        tables = bitwidth_study(est, x[ev.to(device)], y[ev], x[cal.to(device)], y[cal], out, names=[names[i] for i in ev],
+                                widths=range(lo, hi + 1), batch_size=batch_size, hessian_images=a.hessian_images, hessian_samples=a.hessian_samples)
+        done = True
+    finally:
+        timing = dict(device=torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu', photos=len(x), read_s=round(t_read, 1), estimator_s=round(t_est, 1),
+                      study_s=round(time.time() - t1, 1), total_s=round(time.time() - t0, 1), threads=torch.get_num_threads(),
+                      cpu_s=round(time.process_time(), 1), finished=done)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out/f"timing-{time.strftime('%Y%m%d-%H%M%S')}.json", lambda tmp: tmp.write_text(json.dumps(timing, indent=1)))
+        print(json.dumps(timing), flush=True)
     (out/'tables').mkdir(exist_ok=True)
     for k, v in tables.items():
         if k != 'rows' and v is not None: v.to_csv(out/'tables'/f'{k}.csv')
-    timing = dict(device=torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu', photos=len(x), read_s=round(t_read, 1),
-                  study_s=round(t_study, 1), total_s=round(time.time() - t0, 1), threads=torch.get_num_threads())
-    atomic_write(out/'timing.json', lambda tmp: tmp.write_text(json.dumps(timing, indent=1)))
     print(tables['curves'].to_string(), flush=True)
     print(tables['comparison'].to_string(), flush=True)
-    print(json.dumps(timing), flush=True)
 
 if __name__ == '__main__': sys.exit(main())
