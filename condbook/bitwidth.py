@@ -1175,7 +1175,7 @@ def study_split(n:int, # number of labelled images
 
 def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # calibration images and labels (−1: unknown)
                       calibration:Calibration, out:Path, budgets=(4, 5, 6), act_bits=8, lo=2, hi=8,
-                      batch_size=16, hessian_images=32, hessian_samples=8, progress=True)->pd.DataFrame:
+                      batch_size=16, hessian_images=64, hessian_samples=64, progress=True)->pd.DataFrame:
     "Bits per module of every method, budget and activation width (None: float), chosen on the calibration images; saved in `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     path, sens_path = out/'allocations.csv', out/'allocation-sensitivities.json'
@@ -1254,7 +1254,7 @@ def bitwidth_study(est:Estimator, # the network (its estimator)
                    tensor_widths=(4, 6, 8), # the widths at which per-tensor weights are measured too
                    budgets=(4, 5, 6), act_bits=8, # allocation budgets (bits per weight), activations with the allocations
                    act_calibration='max', # calibration of the activations with the allocations
-                   lo=2, hi=8, batch_size=16, hessian_images=32, hessian_samples=8, progress=True)->dict:
+                   lo=2, hi=8, batch_size=16, hessian_images=64, hessian_samples=64, progress=True)->dict: # Hutchinson: few samples give negative traces
     "Predicted and measured agreement of the deployed formats and of four mixed-precision allocations; `study_tables` of the results."
     out = Path(out); (out/'rows').mkdir(parents=True, exist_ok=True)
     names = list(names) if names is not None else [str(i) for i in range(len(x))]

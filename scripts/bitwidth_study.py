@@ -33,8 +33,8 @@ def main(argv=None):
     p.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'auto'")
     p.add_argument('--batch-size', type=int, default=None, help='evaluation photos per batch (one results file each); default 100 on a GPU, 8 on a CPU')
     p.add_argument('--widths', default='2-16', help='integer widths of the agreement curves, as lo-hi')
-    p.add_argument('--hessian-images', type=int, default=32, help='calibration photos of the Hessian traces')
-    p.add_argument('--hessian-samples', type=int, default=8, help="Rademacher vectors of Hutchinson's estimator")
+    p.add_argument('--hessian-images', type=int, default=None, help='calibration photos of the Hessian traces (default: bitwidth_study\'s)')
+    p.add_argument('--hessian-samples', type=int, default=None, help="Rademacher vectors of Hutchinson's estimator (default: bitwidth_study's)")
     a = p.parse_args(argv)
     from condbook.bitwidth import bitwidth_study, study_split
     from condbook.core import atomic_write
@@ -61,7 +61,8 @@ def main(argv=None):
     t1, done, t_est = time.time(), False, time.time() - t_est
     try:  # the rows are saved batch by batch inside; the timing is written even if something fails later
         tables = bitwidth_study(est, x[ev.to(device)], y[ev], x[cal.to(device)], y[cal], out, names=[names[i] for i in ev],
-                                widths=range(lo, hi + 1), batch_size=batch_size, hessian_images=a.hessian_images, hessian_samples=a.hessian_samples)
+                                widths=range(lo, hi + 1), batch_size=batch_size,
+                                **{k: v for k, v in dict(hessian_images=a.hessian_images, hessian_samples=a.hessian_samples).items() if v is not None})
         done = True
     finally:
         timing = dict(device=torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu', photos=len(x), read_s=round(t_read, 1), estimator_s=round(t_est, 1),
