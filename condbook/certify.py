@@ -7,7 +7,7 @@ __all__ = ['KINKS', 'ROUNDING_SLACK', 'ERROR_SAFETY', 'kink_rule', 'piece_index'
            'Constraints', 'elementwise_constraints', 'window_constraints', 'krylov_factor', 'lanczos', 'Point',
            'Certifier', 'Tracking', 'certify', 'linear_region_radius', 'certified_radius', 'lipschitz_curve']
 
-# %% ../nbs/01a_certify.ipynb #b532b21e
+# %% ../nbs/01a_certify.ipynb #d6a6fe70
 import copy, math, time, warnings
 from dataclasses import dataclass
 import pandas as pd
@@ -21,7 +21,7 @@ from .core import image_norms, jacobian_products, logit_margin, module_like, req
 from .norms import _tridiagonal, seeded_start
 from .estimator import UnsupportedOperationError, build_layers, record, trace
 
-# %% ../nbs/01a_certify.ipynb #108328e9
+# %% ../nbs/01a_certify.ipynb #8852b3f3
 def _elementwise(kinks, slopes):
     "An elementwise piecewise-linear rule: increasing kinks and the slope of each piece between them (one more than kinks)."
     return dict(kind='elementwise', kinks=tuple(float(k) for k in kinks), slopes=tuple(float(s) for s in slopes))
@@ -33,7 +33,7 @@ KINKS = {nn.ReLU: _relu, torch.relu: _relu, F.relu: _relu, 'relu': _relu, 'relu_
          nn.LeakyReLU: lambda m: _elementwise((0,), (m.negative_slope, 1)),
          nn.MaxPool2d: lambda m: dict(kind='window', module=m)}
 
-# %% ../nbs/01a_certify.ipynb #7b52a015
+# %% ../nbs/01a_certify.ipynb #bb059e09
 def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     "The `KINKS` rule of a nonlinear node of a traced graph; raise for an operation that is not piecewise linear."
     op = gm.get_submodule(node.target) if node.op == 'call_module' else node.target
@@ -42,7 +42,7 @@ def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     raise UnsupportedOperationError(f"node {node.name!r}: {type(op).__name__ if isinstance(op, nn.Module) else op} is not "
                                     "piecewise linear, so the network has no linear region to certify")
 
-# %% ../nbs/01a_certify.ipynb #601dcd2f
+# %% ../nbs/01a_certify.ipynb #bd7612d0
 def piece_index(rule:dict, z:torch.Tensor)->torch.Tensor:
     "The linear piece each entry of `z` lies on under an elementwise rule (0 below the first kink)."
     return sum((z > k).long() for k in rule['kinks'])
@@ -59,7 +59,7 @@ def slope_jump(rule:dict)->float:
     "The largest change of slope an entry can meet once it leaves its piece."
     return max(rule['slopes']) - min(rule['slopes'])
 
-# %% ../nbs/01a_certify.ipynb #6a6c41c6
+# %% ../nbs/01a_certify.ipynb #7bcfbfad
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 @dataclass(eq=False)
@@ -78,7 +78,7 @@ def elementwise_constraints(rule:dict, z:torch.Tensor)->Constraints:
     idx = torch.arange(z.numel(), device=z.device)
     return Constraints(kink_distance(rule, z), idx, torch.full_like(idx, -1), idx, torch.ones_like(z), slope_jump(rule))
 
-# %% ../nbs/01a_certify.ipynb #0f7a1802
+# %% ../nbs/01a_certify.ipynb #74c21e51
 def window_constraints(pool:nn.MaxPool2d, # the pooling module
                        v:torch.Tensor, # its input, one image [C, H, W]
                        constant=None)->Constraints: # bool [C, H, W]: entries with zero gradient on the region
@@ -99,7 +99,7 @@ def window_constraints(pool:nn.MaxPool2d, # the pooling module
     weight = torch.where(cf | cs, 1., math.sqrt(2)).to(v.dtype)
     return Constraints((top[:, None] - vals)[keep], first[keep], index[keep], unit[keep], weight[keep], 1.)
 
-# %% ../nbs/01a_certify.ipynb #19714fdb
+# %% ../nbs/01a_certify.ipynb #2b640812
 def krylov_factor(n:int, # dimension of the space Lanczos runs in
                   steps:int, # Lanczos steps from the random start
                   failure:float)->float: # allowed probability that the bound fails
@@ -107,7 +107,7 @@ def krylov_factor(n:int, # dimension of the space Lanczos runs in
     eps = (math.log(1.648 * math.sqrt(n) / failure) / (2 * steps - 1)) ** 2
     return 1 / math.sqrt(1 - eps) if eps < 1 else math.inf
 
-# %% ../nbs/01a_certify.ipynb #6ba2d86a
+# %% ../nbs/01a_certify.ipynb #b68bf328
 def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
             rmatvec, # its adjoint: [B, *out] -> [B, *in]
             v0:torch.Tensor, # start vectors [B, *in]
@@ -132,11 +132,11 @@ def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B,
     ritz = torch.bmm(S[:, None, :, -1], torch.stack(Q, 1))[:, 0]
     return theta[:, -1].clamp_min(0).sqrt(), ritz.view(shape)
 
-# %% ../nbs/01a_certify.ipynb #d0ba0897
+# %% ../nbs/01a_certify.ipynb #ad4bb3d0
 ROUNDING_SLACK = 1e-9    # relative inflation of every norm computed in float64 (its rounding error is ~1e-13 relative)
 ERROR_SAFETY = 10.       # distances shrink by this times the estimated float64 rounding error of their node
 
-# %% ../nbs/01a_certify.ipynb #ab281079
+# %% ../nbs/01a_certify.ipynb #bdbf604e
 def _ancestors(gm:fx.GraphModule, targets)->list:
     "The nodes `targets` depend on (themselves included), in graph order."
     need, stack = set(), list(targets)
@@ -160,7 +160,7 @@ def _evaluate(gm:fx.GraphModule, nodes:list, x:torch.Tensor, inject:dict=None)->
         vals[n] = out
     return vals
 
-# %% ../nbs/01a_certify.ipynb #7148a7fc
+# %% ../nbs/01a_certify.ipynb #72b6e944
 @dataclass(eq=False)
 class Point:
     "A network at one image: every node's value (float64), its linear-region constraints per nonlinear node, its logits."
@@ -171,7 +171,7 @@ class Point:
     output_error: float       # allowance for rounding in the logit margins
     float32_flips: int        # entries that float32 evaluation puts on another piece than float64
 
-# %% ../nbs/01a_certify.ipynb #ed350e10
+# %% ../nbs/01a_certify.ipynb #d5bdb4e5
 class Certifier:
     "Certified local sensitivity of a piecewise-linear classifier (affine layers, ReLU/ReLU6/Hardtanh/LeakyReLU, max pooling, additions), in float64."
     def __init__(self,
@@ -228,7 +228,7 @@ class Certifier:
             cons.append(c)
         return Point(x.to(**self.like), values, cons, values[self.output_node][0].flatten(), 2 * err(self.output_node), flips)
 
-# %% ../nbs/01a_certify.ipynb #30ce8731
+# %% ../nbs/01a_certify.ipynb #6e6c20ef
 def _targets_fn(self, targets:list, inject:fx.Node=None):
     "X (, T) -> values of `targets` on the batch X (with T added at node `inject`)."
     nodes = _ancestors(self.gm, targets + ([inject] if inject is not None else []))
@@ -250,7 +250,7 @@ def _functional_norms(self, p:Point, target:fx.Node, first:torch.Tensor, second:
 
 Certifier.functional_norms = _functional_norms
 
-# %% ../nbs/01a_certify.ipynb #c293cc3e
+# %% ../nbs/01a_certify.ipynb #6b17bb49
 def _norm_bounds(self, p:Point):
     "({prefix node: certified bound on ‖P‖}, (σ_k, certified bound, top right singular vector) of the Jacobian J of the logits) at `p`."
     targets = self.prefix_targets
@@ -290,7 +290,7 @@ def _split(items, k):
 
 Certifier.norm_bounds = _norm_bounds
 
-# %% ../nbs/01a_certify.ipynb #692496e0
+# %% ../nbs/01a_certify.ipynb #a78c9723
 def _lazy_min(screen:torch.Tensor, # lower bounds on the values, one per candidate
               exact, # indices -> the exact values there
               batch=64, # candidates evaluated per call
@@ -308,7 +308,7 @@ def _ratio(d, norm):
     "d/‖g‖, infinite where the gradient vanishes (a constant functional never reaches its kink)."
     return torch.where(norm > 0, d / norm, math.inf)
 
-# %% ../nbs/01a_certify.ipynb #c11eafa3
+# %% ../nbs/01a_certify.ipynb #6818090c
 def _region(self, p:Point, bounds:dict, jac_upper:float)->dict:
     "r_lin (per-layer bound and exact search) and the decision-boundary distance of the affine piece at `p`."
     dev = p.logits.device
@@ -336,7 +336,7 @@ def _region(self, p:Point, bounds:dict, jac_upper:float)->dict:
 
 Certifier.region = _region
 
-# %% ../nbs/01a_certify.ipynb #49af5b7b
+# %% ../nbs/01a_certify.ipynb #aeaf43e5
 @torch.no_grad()
 def _violations(self, p:Point, X:torch.Tensor)->torch.Tensor:
     "How many constraints of `p`'s linear region each input of the batch `X` breaks [B]."
@@ -389,81 +389,99 @@ def _pattern_search(self, p:Point, bounds:dict, r:float, samples=256, k=8, seed=
 
 Certifier.violations, Certifier.closest, Certifier.pattern_search = _violations, _closest, _pattern_search
 
-# %% ../nbs/01a_certify.ipynb #ef545626
+# %% ../nbs/01a_certify.ipynb #04c154a7
 @dataclass(eq=False)
 class Tracking:
-    "What can leave the linear region within a radius: the overshoot bounds per nonlinear node and their effect on the logits."
-    radius: float
-    units: list                  # per nonlinear node: number of output entries that may leave their piece
-    logit_columns: torch.Tensor  # [classes, units] ē_o · ∂f/∂h_o
-    excess: float                # bound on ‖f(x+δ) − f(x) − Jδ‖ over the ball
-    exact_norms: int             # new exact gradient norms this radius needed
+    "What can leave the linear region within each of several radii, and its effect on the logits."
+    radii: torch.Tensor          # [R] increasing
+    tracked: torch.Tensor        # [R] whether tracking stayed within its budget at that radius
+    units: torch.Tensor          # [R] output entries that may leave their piece
+    logit_columns: torch.Tensor  # [R, classes, units] ē_o(r)·∂f/∂h_o
+    excess: torch.Tensor         # [R] bound on ‖f(x+δ) − f(x) − Jδ‖ over the ball (inf where not tracked)
+    exact_norms: int             # new exact gradient norms computed
 
-# %% ../nbs/01a_certify.ipynb #58617d43
+# %% ../nbs/01a_certify.ipynb #b5dd9a74
 @torch.no_grad()
 def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->list:
     "Per output entry of `node` in `units`: the change of each node of `targets` per unit change of that entry, the network linearised at `p` ([K, size] each)."
-    run, shape = _targets_fn(self, targets, inject=node), node.meta['tensor_meta'].shape[1:]
+    run, shape = _targets_fn(self, targets, inject=node), tuple(node.meta['tensor_meta'].shape[1:])
     X = p.x.expand(len(units), *self.input_shape).clone()
-    with torch.enable_grad():
-        _, jv, _ = jacobian_products(lambda T: torch.cat([run(X, T)[t].flatten(1) for t in targets], 1),
-                                     torch.zeros(len(units), *shape, **self.like))
+    fn = lambda T: torch.cat([run(X, T)[t].flatten(1) for t in targets], 1)
     E = torch.zeros(len(units), math.prod(shape), **self.like)
     E[torch.arange(len(units)), units] = 1.
-    return list(jv(E.view(len(units), *shape)).split([math.prod(t.meta['tensor_meta'].shape[1:]) for t in targets], 1))
+    T0, E = torch.zeros(len(units), *shape, **self.like), E.view(len(units), *shape)
+    try: out = torch.func.jvp(fn, (T0,), (E,))[1]          # forward mode: one pass
+    except RuntimeError as e:
+        if 'not implemented' not in str(e): raise
+        with torch.enable_grad(): out = jacobian_products(fn, T0)[1](E)
+    return list(out.split([math.prod(t.meta['tensor_meta'].shape[1:]) for t in targets], 1))
 
 @torch.no_grad()
-def _track(self, p:Point, bounds:dict, r:float, cache:dict, budget=None):
-    "Bound the departures from `p`'s affine piece over the ball of radius `r`; None where it would take more than `budget` new exact norms."
+def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking:
+    "Bound the departures from `p`'s affine piece over the balls of `radii` in one pass; the largest radii are dropped where they would need more than `budget` new exact norms."
     budget = self.max_exact if budget is None else budget
-    W, cols, units_per_node, n_exact = {}, [], [], 0
+    rs = torch.tensor(sorted(radii), **self.like)
+    R, active, n_exact = len(rs), len(rs), 0
+    W, cols, units = {}, [], torch.zeros(len(rs), dtype=torch.long)
     later = [self.kink_input[n] for n, _ in self.kinks] + [self.output_node]
     for i, ((node, rule), c) in enumerate(zip(self.kinks, p.constraints)):
         u = self.kink_input[node]
         w = W.get(u)
-        casc = torch.zeros_like(c.d) if w is None else w[c.first] + torch.where(c.second >= 0, w[c.second.clamp_min(0)], 0.)
-        cand = (c.weight * bounds[u] * r + casc >= c.d).nonzero()[:, 0]
-        todo = [j for j in cand.tolist() if (i, j) not in cache]
-        n_exact += len(todo)
-        if n_exact > budget: return None
+        casc = (torch.zeros(1, len(c.d), **self.like) if w is None else
+                (w[:, c.first] + torch.where(c.second >= 0, w[:, c.second.clamp_min(0)], 0.)).double() * (1 + 1e-5))
+        while active:                      # the largest radius reaches a superset of what the smaller ones reach
+            cand = (c.weight * bounds[u] * rs[active - 1] + casc[min(active, len(casc)) - 1] >= c.d).nonzero()[:, 0]
+            todo = [j for j in cand.tolist() if (i, j) not in cache]
+            if n_exact + len(todo) <= budget: break
+            active -= 1
+        if not active: break
         if todo:
             t = torch.tensor(todo, device=c.d.device)
             cache.update(zip(((i, j) for j in todo), self.functional_norms(p, u, c.first[t], c.second[t]).tolist()))
+            n_exact += len(todo)
         norms = torch.tensor([cache[(i, j)] for j in cand.tolist()], **self.like)
-        excess = (norms * r + casc[cand] - c.d[cand]).clamp_min(0) * c.jump
-        units, e = c.unit[cand][excess > 0], excess[excess > 0]
-        if len(units):
-            units, inv = units.unique(return_inverse=True)
-            e = torch.zeros(len(units), **self.like).scatter_reduce(0, inv, e, 'amax')
-        units_per_node.append(len(units))
-        for s in range(0, len(units), self.chunk):
-            uu, ee = units[s:s + self.chunk], e[s:s + self.chunk]
-            for t, v in zip(later[i + 1:], self.responses(p, node, uu, later[i + 1:])):
-                if t is self.output_node: cols.append(v.T * ee)
-                else: W[t] = W.get(t, 0.) + (v.abs() * ee[:, None]).sum(0)
-    M = torch.cat(cols, 1) if cols else torch.zeros(len(p.logits), 0, **self.like)
-    excess = min(M.norm(dim=0).sum().item(), math.sqrt(M.shape[1]) * torch.linalg.matrix_norm(M, 2).item()) if M.numel() else 0.
-    return Tracking(r, units_per_node, M, excess, n_exact)
+        casc_c = casc[:, cand].expand(active, -1) if len(casc) == 1 else casc[:active, cand]
+        ex = (norms * rs[:active, None] + casc_c - c.d[cand]).clamp_min(0) * c.jump     # [active, candidates]
+        hit = (ex > 0).any(0)
+        if not hit.any(): continue
+        out, inv = c.unit[cand][hit].unique(return_inverse=True)
+        e = torch.zeros(active, len(out), **self.like).scatter_reduce(1, inv.expand(active, -1), ex[:, hit], 'amax')
+        units[:active] += (e > 0).sum(1).cpu()
+        for s in range(0, len(out), self.chunk):
+            ee = e[:, s:s + self.chunk]
+            for t, v in zip(later[i + 1:], self.responses(p, node, out[s:s + self.chunk], later[i + 1:])):
+                if t is self.output_node: cols.append(F.pad(ee[:, None, :] * v.T[None], (0, 0, 0, 0, 0, R - active)))
+                else:
+                    if t not in W: W[t] = torch.zeros(R, v.shape[1], dtype=torch.float32, device=v.device)
+                    W[t][:active] += (ee @ v.abs()).float()
+    M = torch.cat(cols, 2) if cols else torch.zeros(R, len(p.logits), 0, **self.like)
+    tracked = torch.arange(R) < active
+    excess = torch.full((R,), math.inf, dtype=torch.float64)
+    for r in range(active):
+        k = (M[r].abs().sum(0) > 0).sum().item()
+        excess[r] = min(M[r].norm(dim=0).sum().item(), math.sqrt(k) * torch.linalg.matrix_norm(M[r], 2).item()) if k else 0.
+    return Tracking(rs.cpu(), tracked, units, M, excess, n_exact)
 
 Certifier.responses, Certifier.track = _responses, _track
 
-# %% ../nbs/01a_certify.ipynb #0a55b715
+# %% ../nbs/01a_certify.ipynb #59084e51
 @torch.no_grad()
-def _class_safe(self, p:Point, jac_upper:float, tr:Tracking, cache:dict, budget=None)->bool:
-    "Whether no logit can overtake the top one within `tr.radius`: m_j > ‖Jᵀ(e_c − e_j)‖·r + Σ_o |M_co − M_jo| for all j."
-    logits, r = p.logits, tr.radius
+def _class_safe(self, p:Point, jac_upper:float, tr:Tracking, cache:dict, budget=None)->torch.Tensor:
+    "Per radius of `tr` [R]: whether no logit can overtake the top one, m_j > ‖Jᵀ(e_c − e_j)‖·r + Σ_o |M_co − M_jo| for all j."
+    logits = p.logits
     c = logits.argmax().item()
     others = torch.tensor([j for j in range(len(logits)) if j != c], device=logits.device)
-    need = logits[c] - logits[others] - p.output_error - (tr.logit_columns[c] - tr.logit_columns[others]).abs().sum(1)
-    if (need <= 0).any(): return False
-    unsure = math.sqrt(2) * jac_upper * r >= need
-    todo = [j for j in others[unsure].tolist() if j not in cache]
-    if len(todo) > (self.max_exact if budget is None else budget): return False
+    M = tr.logit_columns
+    need = logits[c] - logits[others] - p.output_error - (M[:, c:c + 1] - M[:, others]).abs().sum(2)     # [R, classes − 1]
+    r = tr.radii.to(need)[:, None]
+    unsure = (math.sqrt(2) * jac_upper * r >= need) & (need > 0) & tr.tracked.to(need.device)[:, None]
+    todo = [j for j in others[unsure.any(0)].tolist() if j not in cache]
+    if len(todo) > (self.max_exact if budget is None else budget): todo = []
     if todo:
         t = torch.tensor(todo, device=logits.device)
         cache.update(zip(todo, self.functional_norms(p, self.output_node, torch.full_like(t, c), t).tolist()))
-    g = torch.tensor([cache[j] for j in others[unsure].tolist()], **self.like)
-    return bool((g * r < need[unsure]).all())
+    g = torch.tensor([cache.get(j, math.inf) for j in others.tolist()], **self.like)
+    return ((torch.where(unsure, g * r, 0.) < need).all(1) & tr.tracked.to(need.device)).cpu()
 
 @torch.no_grad()
 def _amplification(self, p:Point, radii, start:torch.Tensor, steps=20)->torch.Tensor:
@@ -475,77 +493,61 @@ def _amplification(self, p:Point, radii, start:torch.Tensor, steps=20)->torch.Te
     for k in range(steps + 1):
         with torch.enable_grad():
             d.requires_grad_()
-            out = self.gm(p.x + d)
-            gain = (out - f0).flatten(1).norm(dim=1)
+            gain = (self.gm(p.x + d) - f0).flatten(1).norm(dim=1)
             g, = torch.autograd.grad(gain.sum(), d) if k < steps else (None,)
         best = torch.maximum(best, gain.detach() / r.flatten())
         if k == steps: break
         d = d.detach() + .5 * r * g / g.flatten(1).norm(dim=1).clamp_min(1e-300).view_as(r)
         d = r * d / d.flatten(1).norm(dim=1).view_as(r)
-    return best
+    return best.cpu()
 
 Certifier.class_safe, Certifier.amplification = _class_safe, _amplification
 
-# %% ../nbs/01a_certify.ipynb #7ec7a310
+# %% ../nbs/01a_certify.ipynb #35417cdd
 def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
-                   radii=(), # absolute radii of the curve, besides r_lin·2^k
-                   doublings=30, # at most this many r_lin·2^k radii
+                   radii=(), # absolute radii of the curve, besides the grid r_lin·2^(k/2)
+                   grid=25, # grid points r_lin·2^(k/2), k < grid
                    max_radius=math.inf, # no radius beyond this (e.g. the attack's flip radius)
                    lipschitz=math.inf, # a global Lipschitz bound, used where tracking gives up
-                   search=True, # search the certified radius past r_lin
-                   curve=True): # compute the U(r) curve
+                   curve=True): # the U(r) curve, with the attack at each radius
     "(row of the certificate, rows of the U(r) curve) for one image."
     t0 = time.time()
     p = self.point(x)
     bounds, (j_low, j_up, j_vec) = self.norm_bounds(p)
     row = dict(**self.region(p, bounds, j_up), jacobian_lower=j_low, jacobian_upper=j_up, float32_flips=p.float32_flips)
-    cache, dec_cache, tracks = {}, {}, {}
-    def track(r):
-        if r not in tracks: tracks[r] = self.track(p, bounds, r, cache)
-        return tracks[r]
-    def safe(r):
-        t = track(r)
-        return t is not None and self.class_safe(p, j_up, t, dec_cache)
-    radius = row['radius_affine']
-    if search and 0 < row['r_lin'] <= row['r_decision']:
-        lo, hi = row['r_lin'], None
-        while lo * 2 <= max_radius and safe(lo * 2): lo *= 2
-        hi = lo * 2
-        for _ in range(4):
-            mid = math.sqrt(lo * hi)
-            lo, hi = (mid, hi) if safe(mid) else (lo, mid)
-        radius = max(radius, lo)
-    row['radius'] = radius
-    rows = []
-    if curve and row['r_lin'] > 0:
-        rs = []
-        for k in range(doublings):
-            r = row['r_lin'] * 2 ** k
-            if r > max_radius or track(r) is None: break
-            rs.append(r)
-        rs = sorted(set(rs) | {r for r in radii if r <= max_radius})
-        att = self.amplification(p, rs, j_vec).tolist()
-        for r, a in zip(rs, att):
-            t = track(r)
-            rows.append(dict(radius=r, U=min(j_up + t.excess / r, lipschitz) if t is not None else lipschitz, attack=a,
-                             tracked=t is not None, units=sum(t.units) if t is not None else None))
+    row['radius'], rows = row['radius_affine'], []
+    if row['r_lin'] > 0 and (grid or radii):
+        rs = sorted({r for r in [row['r_lin'] * 2 ** (k / 2) for k in range(grid)] + list(radii) if r <= max_radius})
+        tr = self.track(p, bounds, rs, {})
+        row.update(tracked_radius=tr.radii[tr.tracked].max().item() if tr.tracked.any() else 0., exact_norms=tr.exact_norms)
+        if row['r_decision'] >= row['r_lin']:
+            safe = self.class_safe(p, j_up, tr, {})
+            on_grid = torch.tensor([r >= row['r_lin'] for r in rs])
+            bad = (~safe & on_grid).nonzero()
+            ok = tr.radii[on_grid & safe & (torch.arange(len(rs)) < (bad[0, 0] if len(bad) else len(rs)))]
+            if len(ok): row['radius'] = max(row['radius'], ok.max().item())
+        if curve:
+            att = self.amplification(p, rs, j_vec)
+            U = torch.where(tr.tracked, j_up + tr.excess / tr.radii, lipschitz).clamp_max(lipschitz)
+            rows = [dict(radius=r, U=u, attack=a, tracked=bool(t), units=int(n)) for r, u, a, t, n in
+                    zip(rs, U.tolist(), att.tolist(), tr.tracked.tolist(), tr.units.tolist())]
     row['seconds'] = time.time() - t0
     return row, rows
 
 Certifier.certify_image = _certify_image
 
-# %% ../nbs/01a_certify.ipynb #77bf7fdc
+# %% ../nbs/01a_certify.ipynb #1833eae5
 def certify(model:nn.Module, # piecewise-linear classifier in eval mode
             x:torch.Tensor, # batch [B, *input_shape]
             progress=False, # a progress bar over the images
-            radii=(), doublings=30, max_radius=math.inf, lipschitz=math.inf, search=True, curve=True, # see `Certifier.certify_image`
+            radii=(), grid=25, max_radius=math.inf, lipschitz=math.inf, curve=True, # see `Certifier.certify_image`
             **kwargs): # `Certifier` settings: steps, failure, groups, chunk, max_exact
     "(per-image certificates, U(r) curve rows) as two DataFrames."
     cert = Certifier(model, tuple(x.shape[1:]), **kwargs)
     rows, curves = [], []
     for b in tqdm(range(len(x)), desc='certify', disable=None if progress else True, leave=False):
-        mr = max_radius[b].item() if torch.is_tensor(max_radius) else max_radius
-        row, crows = cert.certify_image(x[b:b + 1], radii, doublings, mr, lipschitz, search, curve)
+        mr = float(max_radius[b]) if torch.is_tensor(max_radius) else max_radius
+        row, crows = cert.certify_image(x[b:b + 1], radii, grid, mr, lipschitz, curve)
         rows.append(dict(image=b, **row)); curves += [dict(image=b, **r) for r in crows]
     return pd.DataFrame(rows), pd.DataFrame(curves, columns=['image', 'radius', 'U', 'attack', 'tracked', 'units'])
 
@@ -553,7 +555,7 @@ def linear_region_radius(model:nn.Module, # piecewise-linear classifier in eval 
                          x:torch.Tensor, # batch [B, *input_shape]
                          **kwargs)->torch.Tensor: # `Certifier` settings
     "Certified lower bound [B] on the ℓ2 distance from each image to the nearest change of its activation pattern."
-    return torch.tensor(certify(model, x, search=False, curve=False, **kwargs)[0].r_lin.values, dtype=torch.float64)
+    return torch.tensor(certify(model, x, grid=0, **kwargs)[0].r_lin.values, dtype=torch.float64)
 
 def certified_radius(model:nn.Module, # piecewise-linear classifier in eval mode
                      x:torch.Tensor, # batch [B, *input_shape]
@@ -566,7 +568,7 @@ def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
                     radii, # absolute radii
                     **kwargs)->torch.Tensor: # `certify` settings
     "U(r) [B, len(radii)]: certified bounds on sup over ‖δ‖ ≤ r of ‖f(x+δ) − f(x)‖/‖δ‖ (inf beyond tracking's reach)."
-    _, c = certify(model, x, radii=radii, doublings=0, search=False, **kwargs)
+    _, c = certify(model, x, radii=radii, grid=0, **kwargs)
     out = torch.full((len(x), len(radii)), math.inf, dtype=torch.float64)
     for row in c.itertuples(): out[row.image, list(radii).index(row.radius)] = row.U
     return out
