@@ -7,7 +7,7 @@ __all__ = ['KINKS', 'ROUNDING_SLACK', 'ERROR_SAFETY', 'kink_rule', 'piece_index'
            'Constraints', 'elementwise_constraints', 'window_constraints', 'krylov_factor', 'lanczos', 'Point',
            'Certifier', 'Tracking', 'certify', 'linear_region_radius', 'certified_radius', 'lipschitz_curve']
 
-# %% ../nbs/01a_certify.ipynb #d6a6fe70
+# %% ../nbs/01a_certify.ipynb #5f5df164
 import copy, math, time, warnings
 from dataclasses import dataclass
 import pandas as pd
@@ -21,7 +21,7 @@ from .core import image_norms, jacobian_products, logit_margin, module_like, req
 from .norms import _tridiagonal, seeded_start
 from .estimator import UnsupportedOperationError, build_layers, record, trace
 
-# %% ../nbs/01a_certify.ipynb #8852b3f3
+# %% ../nbs/01a_certify.ipynb #78c1924d
 def _elementwise(kinks, slopes):
     "An elementwise piecewise-linear rule: increasing kinks and the slope of each piece between them (one more than kinks)."
     return dict(kind='elementwise', kinks=tuple(float(k) for k in kinks), slopes=tuple(float(s) for s in slopes))
@@ -33,7 +33,7 @@ KINKS = {nn.ReLU: _relu, torch.relu: _relu, F.relu: _relu, 'relu': _relu, 'relu_
          nn.LeakyReLU: lambda m: _elementwise((0,), (m.negative_slope, 1)),
          nn.MaxPool2d: lambda m: dict(kind='window', module=m)}
 
-# %% ../nbs/01a_certify.ipynb #bb059e09
+# %% ../nbs/01a_certify.ipynb #e474857a
 def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     "The `KINKS` rule of a nonlinear node of a traced graph; raise for an operation that is not piecewise linear."
     op = gm.get_submodule(node.target) if node.op == 'call_module' else node.target
@@ -42,7 +42,7 @@ def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     raise UnsupportedOperationError(f"node {node.name!r}: {type(op).__name__ if isinstance(op, nn.Module) else op} is not "
                                     "piecewise linear, so the network has no linear region to certify")
 
-# %% ../nbs/01a_certify.ipynb #bd7612d0
+# %% ../nbs/01a_certify.ipynb #0211eb5d
 def piece_index(rule:dict, z:torch.Tensor)->torch.Tensor:
     "The linear piece each entry of `z` lies on under an elementwise rule (0 below the first kink)."
     return sum((z > k).long() for k in rule['kinks'])
@@ -59,7 +59,7 @@ def slope_jump(rule:dict)->float:
     "The largest change of slope an entry can meet once it leaves its piece."
     return max(rule['slopes']) - min(rule['slopes'])
 
-# %% ../nbs/01a_certify.ipynb #7bcfbfad
+# %% ../nbs/01a_certify.ipynb #475bef76
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 @dataclass(eq=False)
@@ -78,7 +78,7 @@ def elementwise_constraints(rule:dict, z:torch.Tensor)->Constraints:
     idx = torch.arange(z.numel(), device=z.device)
     return Constraints(kink_distance(rule, z), idx, torch.full_like(idx, -1), idx, torch.ones_like(z), slope_jump(rule))
 
-# %% ../nbs/01a_certify.ipynb #74c21e51
+# %% ../nbs/01a_certify.ipynb #1d6a1a81
 def window_constraints(pool:nn.MaxPool2d, # the pooling module
                        v:torch.Tensor, # its input, one image [C, H, W]
                        constant=None)->Constraints: # bool [C, H, W]: entries with zero gradient on the region
@@ -99,7 +99,7 @@ def window_constraints(pool:nn.MaxPool2d, # the pooling module
     weight = torch.where(cf | cs, 1., math.sqrt(2)).to(v.dtype)
     return Constraints((top[:, None] - vals)[keep], first[keep], index[keep], unit[keep], weight[keep], 1.)
 
-# %% ../nbs/01a_certify.ipynb #2b640812
+# %% ../nbs/01a_certify.ipynb #11ae5550
 def krylov_factor(n:int, # dimension of the space Lanczos runs in
                   steps:int, # Lanczos steps from the random start
                   failure:float)->float: # allowed probability that the bound fails
@@ -107,7 +107,7 @@ def krylov_factor(n:int, # dimension of the space Lanczos runs in
     eps = (math.log(1.648 * math.sqrt(n) / failure) / (2 * steps - 1)) ** 2
     return 1 / math.sqrt(1 - eps) if eps < 1 else math.inf
 
-# %% ../nbs/01a_certify.ipynb #b68bf328
+# %% ../nbs/01a_certify.ipynb #2caa5a79
 def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
             rmatvec, # its adjoint: [B, *out] -> [B, *in]
             v0:torch.Tensor, # start vectors [B, *in]
@@ -132,11 +132,11 @@ def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B,
     ritz = torch.bmm(S[:, None, :, -1], torch.stack(Q, 1))[:, 0]
     return theta[:, -1].clamp_min(0).sqrt(), ritz.view(shape)
 
-# %% ../nbs/01a_certify.ipynb #ad4bb3d0
+# %% ../nbs/01a_certify.ipynb #bc8ced98
 ROUNDING_SLACK = 1e-9    # relative inflation of every norm computed in float64 (its rounding error is ~1e-13 relative)
 ERROR_SAFETY = 10.       # distances shrink by this times the estimated float64 rounding error of their node
 
-# %% ../nbs/01a_certify.ipynb #bdbf604e
+# %% ../nbs/01a_certify.ipynb #087a6c0d
 def _ancestors(gm:fx.GraphModule, targets)->list:
     "The nodes `targets` depend on (themselves included), in graph order."
     need, stack = set(), list(targets)
@@ -160,7 +160,7 @@ def _evaluate(gm:fx.GraphModule, nodes:list, x:torch.Tensor, inject:dict=None)->
         vals[n] = out
     return vals
 
-# %% ../nbs/01a_certify.ipynb #72b6e944
+# %% ../nbs/01a_certify.ipynb #f6e975aa
 @dataclass(eq=False)
 class Point:
     "A network at one image: every node's value (float64), its linear-region constraints per nonlinear node, its logits."
@@ -171,7 +171,7 @@ class Point:
     output_error: float       # allowance for rounding in the logit margins
     float32_flips: int        # entries that float32 evaluation puts on another piece than float64
 
-# %% ../nbs/01a_certify.ipynb #d5bdb4e5
+# %% ../nbs/01a_certify.ipynb #066a46f9
 class Certifier:
     "Certified local sensitivity of a piecewise-linear classifier (affine layers, ReLU/ReLU6/Hardtanh/LeakyReLU, max pooling, additions), in float64."
     def __init__(self,
@@ -228,7 +228,7 @@ class Certifier:
             cons.append(c)
         return Point(x.to(**self.like), values, cons, values[self.output_node][0].flatten(), 2 * err(self.output_node), flips)
 
-# %% ../nbs/01a_certify.ipynb #6e6c20ef
+# %% ../nbs/01a_certify.ipynb #d492fa5d
 def _targets_fn(self, targets:list, inject:fx.Node=None):
     "X (, T) -> values of `targets` on the batch X (with T added at node `inject`)."
     nodes = _ancestors(self.gm, targets + ([inject] if inject is not None else []))
@@ -250,7 +250,7 @@ def _functional_norms(self, p:Point, target:fx.Node, first:torch.Tensor, second:
 
 Certifier.functional_norms = _functional_norms
 
-# %% ../nbs/01a_certify.ipynb #6b17bb49
+# %% ../nbs/01a_certify.ipynb #e7d40070
 def _norm_bounds(self, p:Point):
     "({prefix node: certified bound on ‖P‖}, (σ_k, certified bound, top right singular vector) of the Jacobian J of the logits) at `p`."
     targets = self.prefix_targets
@@ -290,7 +290,7 @@ def _split(items, k):
 
 Certifier.norm_bounds = _norm_bounds
 
-# %% ../nbs/01a_certify.ipynb #a78c9723
+# %% ../nbs/01a_certify.ipynb #7bace81f
 def _lazy_min(screen:torch.Tensor, # lower bounds on the values, one per candidate
               exact, # indices -> the exact values there
               batch=64, # candidates evaluated per call
@@ -308,9 +308,10 @@ def _ratio(d, norm):
     "d/‖g‖, infinite where the gradient vanishes (a constant functional never reaches its kink)."
     return torch.where(norm > 0, d / norm, math.inf)
 
-# %% ../nbs/01a_certify.ipynb #6818090c
-def _region(self, p:Point, bounds:dict, jac_upper:float)->dict:
-    "r_lin (per-layer bound and exact search) and the decision-boundary distance of the affine piece at `p`."
+# %% ../nbs/01a_certify.ipynb #6830b963
+def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
+    "r_lin (per-layer bound and exact search) and the decision-boundary distance of the affine piece at `p`; the exact norms it computes go into `cache`."
+    cache = {} if cache is None else cache
     dev = p.logits.device
     layer = torch.cat([torch.full(c.d.shape, i, dtype=torch.long, device=dev) for i, c in enumerate(p.constraints)])
     local = torch.cat([torch.arange(len(c.d), device=dev) for c in p.constraints])
@@ -321,7 +322,9 @@ def _region(self, p:Point, bounds:dict, jac_upper:float)->dict:
         for i in layer[sel].unique().tolist():
             m = layer[sel] == i
             c, j = p.constraints[i], local[sel][m]
-            out[m] = _ratio(c.d[j], self.functional_norms(p, self.kink_input[self.kinks[i][0]], c.first[j], c.second[j]))
+            g = self.functional_norms(p, self.kink_input[self.kinks[i][0]], c.first[j], c.second[j])
+            cache.update(zip(((i, k) for k in j.tolist()), g.tolist()))
+            out[m] = _ratio(c.d[j], g)
         return out
     r_lin, sharp, n_lin = _lazy_min(screen, exact, batch=8 * self.chunk, budget=self.max_exact)
     at = layer[screen.argmin()].item() if len(screen) else None
@@ -336,7 +339,7 @@ def _region(self, p:Point, bounds:dict, jac_upper:float)->dict:
 
 Certifier.region = _region
 
-# %% ../nbs/01a_certify.ipynb #aeaf43e5
+# %% ../nbs/01a_certify.ipynb #f57c932c
 @torch.no_grad()
 def _violations(self, p:Point, X:torch.Tensor)->torch.Tensor:
     "How many constraints of `p`'s linear region each input of the batch `X` breaks [B]."
@@ -389,7 +392,7 @@ def _pattern_search(self, p:Point, bounds:dict, r:float, samples=256, k=8, seed=
 
 Certifier.violations, Certifier.closest, Certifier.pattern_search = _violations, _closest, _pattern_search
 
-# %% ../nbs/01a_certify.ipynb #04c154a7
+# %% ../nbs/01a_certify.ipynb #eafa8d0b
 @dataclass(eq=False)
 class Tracking:
     "What can leave the linear region within each of several radii, and its effect on the logits."
@@ -400,13 +403,15 @@ class Tracking:
     excess: torch.Tensor         # [R] bound on ‖f(x+δ) − f(x) − Jδ‖ over the ball (inf where not tracked)
     exact_norms: int             # new exact gradient norms computed
 
-# %% ../nbs/01a_certify.ipynb #b5dd9a74
+# %% ../nbs/01a_certify.ipynb #ba6987d7
 @torch.no_grad()
 def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->list:
     "Per output entry of `node` in `units`: the change of each node of `targets` per unit change of that entry, the network linearised at `p` ([K, size] each)."
     run, shape = _targets_fn(self, targets, inject=node), tuple(node.meta['tensor_meta'].shape[1:])
     X = p.x.expand(len(units), *self.input_shape).clone()
-    fn = lambda T: torch.cat([run(X, T)[t].flatten(1) for t in targets], 1)
+    def fn(T):
+        vals = run(X, T)
+        return torch.cat([vals[t].flatten(1) for t in targets], 1)
     E = torch.zeros(len(units), math.prod(shape), **self.like)
     E[torch.arange(len(units)), units] = 1.
     T0, E = torch.zeros(len(units), *shape, **self.like), E.view(len(units), *shape)
@@ -418,10 +423,10 @@ def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->l
 
 @torch.no_grad()
 def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking:
-    "Bound the departures from `p`'s affine piece over the balls of `radii` in one pass; the largest radii are dropped where they would need more than `budget` new exact norms."
+    "Bound the departures from `p`'s affine piece over the balls of `radii` in one pass; a radius that needs more than `budget` exact gradient norms is dropped."
     budget = self.max_exact if budget is None else budget
     rs = torch.tensor(sorted(radii), **self.like)
-    R, active, n_exact = len(rs), len(rs), 0
+    R, active, n_exact, need = len(rs), len(rs), 0, torch.zeros(len(rs), dtype=torch.long)
     W, cols, units = {}, [], torch.zeros(len(rs), dtype=torch.long)
     later = [self.kink_input[n] for n, _ in self.kinks] + [self.output_node]
     for i, ((node, rule), c) in enumerate(zip(self.kinks, p.constraints)):
@@ -429,12 +434,13 @@ def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking
         w = W.get(u)
         casc = (torch.zeros(1, len(c.d), **self.like) if w is None else
                 (w[:, c.first] + torch.where(c.second >= 0, w[:, c.second.clamp_min(0)], 0.)).double() * (1 + 1e-5))
-        while active:                      # the largest radius reaches a superset of what the smaller ones reach
-            cand = (c.weight * bounds[u] * rs[active - 1] + casc[min(active, len(casc)) - 1] >= c.d).nonzero()[:, 0]
-            todo = [j for j in cand.tolist() if (i, j) not in cache]
-            if n_exact + len(todo) <= budget: break
-            active -= 1
+        reach = c.weight * bounds[u] * rs[:active, None] + casc[:active] >= c.d    # [active, M]: grows with the radius
+        count = reach.sum(1).cpu()
+        while active and need[active - 1] + count[active - 1] > budget: active -= 1   # radii that would need too many norms
         if not active: break
+        need[:active] += count[:active]
+        cand = reach[active - 1].nonzero()[:, 0]
+        todo = [j for j in cand.tolist() if (i, j) not in cache]
         if todo:
             t = torch.tensor(todo, device=c.d.device)
             cache.update(zip(((i, j) for j in todo), self.functional_norms(p, u, c.first[t], c.second[t]).tolist()))
@@ -464,7 +470,7 @@ def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking
 
 Certifier.responses, Certifier.track = _responses, _track
 
-# %% ../nbs/01a_certify.ipynb #59084e51
+# %% ../nbs/01a_certify.ipynb #99f74eee
 @torch.no_grad()
 def _class_safe(self, p:Point, jac_upper:float, tr:Tracking, cache:dict, budget=None)->torch.Tensor:
     "Per radius of `tr` [R]: whether no logit can overtake the top one, m_j > ‖Jᵀ(e_c − e_j)‖·r + Σ_o |M_co − M_jo| for all j."
@@ -503,7 +509,7 @@ def _amplification(self, p:Point, radii, start:torch.Tensor, steps=20)->torch.Te
 
 Certifier.class_safe, Certifier.amplification = _class_safe, _amplification
 
-# %% ../nbs/01a_certify.ipynb #35417cdd
+# %% ../nbs/01a_certify.ipynb #58c5b973
 def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
                    radii=(), # absolute radii of the curve, besides the grid r_lin·2^(k/2)
                    grid=25, # grid points r_lin·2^(k/2), k < grid
@@ -514,11 +520,12 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
     t0 = time.time()
     p = self.point(x)
     bounds, (j_low, j_up, j_vec) = self.norm_bounds(p)
-    row = dict(**self.region(p, bounds, j_up), jacobian_lower=j_low, jacobian_upper=j_up, float32_flips=p.float32_flips)
+    cache = {}
+    row = dict(**self.region(p, bounds, j_up, cache), jacobian_lower=j_low, jacobian_upper=j_up, float32_flips=p.float32_flips)
     row['radius'], rows = row['radius_affine'], []
     if row['r_lin'] > 0 and (grid or radii):
         rs = sorted({r for r in [row['r_lin'] * 2 ** (k / 2) for k in range(grid)] + list(radii) if r <= max_radius})
-        tr = self.track(p, bounds, rs, {})
+        tr = self.track(p, bounds, rs, cache)
         row.update(tracked_radius=tr.radii[tr.tracked].max().item() if tr.tracked.any() else 0., exact_norms=tr.exact_norms)
         if row['r_decision'] >= row['r_lin']:
             safe = self.class_safe(p, j_up, tr, {})
@@ -536,7 +543,7 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
 
 Certifier.certify_image = _certify_image
 
-# %% ../nbs/01a_certify.ipynb #1833eae5
+# %% ../nbs/01a_certify.ipynb #29e477b1
 def certify(model:nn.Module, # piecewise-linear classifier in eval mode
             x:torch.Tensor, # batch [B, *input_shape]
             progress=False, # a progress bar over the images
