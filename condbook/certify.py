@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['KINKS', 'ROUNDING_SLACK', 'ERROR_SAFETY', 'kink_rule', 'piece_index', 'kink_distance', 'slope', 'slope_jump',
            'Constraints', 'elementwise_constraints', 'window_constraints', 'krylov_factor', 'lanczos', 'Point',
-           'Certifier', 'Tracking', 'certify', 'linear_region_radius', 'certified_radius', 'lipschitz_curve']
+           'Certifier', 'Tracking', 'certify', 'linear_region_radius', 'certified_radius', 'lipschitz_curve',
+           'plot_curve']
 
-# %% ../nbs/01a_certify.ipynb #5f5df164
+# %% ../nbs/01a_certify.ipynb #7c9f8c62
 import copy, math, time, warnings
 from dataclasses import dataclass
 import pandas as pd
@@ -21,7 +22,7 @@ from .core import image_norms, jacobian_products, logit_margin, module_like, req
 from .norms import _tridiagonal, seeded_start
 from .estimator import UnsupportedOperationError, build_layers, record, trace
 
-# %% ../nbs/01a_certify.ipynb #78c1924d
+# %% ../nbs/01a_certify.ipynb #29f6038d
 def _elementwise(kinks, slopes):
     "An elementwise piecewise-linear rule: increasing kinks and the slope of each piece between them (one more than kinks)."
     return dict(kind='elementwise', kinks=tuple(float(k) for k in kinks), slopes=tuple(float(s) for s in slopes))
@@ -33,7 +34,7 @@ KINKS = {nn.ReLU: _relu, torch.relu: _relu, F.relu: _relu, 'relu': _relu, 'relu_
          nn.LeakyReLU: lambda m: _elementwise((0,), (m.negative_slope, 1)),
          nn.MaxPool2d: lambda m: dict(kind='window', module=m)}
 
-# %% ../nbs/01a_certify.ipynb #e474857a
+# %% ../nbs/01a_certify.ipynb #17e018a5
 def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     "The `KINKS` rule of a nonlinear node of a traced graph; raise for an operation that is not piecewise linear."
     op = gm.get_submodule(node.target) if node.op == 'call_module' else node.target
@@ -42,7 +43,7 @@ def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     raise UnsupportedOperationError(f"node {node.name!r}: {type(op).__name__ if isinstance(op, nn.Module) else op} is not "
                                     "piecewise linear, so the network has no linear region to certify")
 
-# %% ../nbs/01a_certify.ipynb #0211eb5d
+# %% ../nbs/01a_certify.ipynb #4c3b86a8
 def piece_index(rule:dict, z:torch.Tensor)->torch.Tensor:
     "The linear piece each entry of `z` lies on under an elementwise rule (0 below the first kink)."
     return sum((z > k).long() for k in rule['kinks'])
@@ -59,7 +60,7 @@ def slope_jump(rule:dict)->float:
     "The largest change of slope an entry can meet once it leaves its piece."
     return max(rule['slopes']) - min(rule['slopes'])
 
-# %% ../nbs/01a_certify.ipynb #475bef76
+# %% ../nbs/01a_certify.ipynb #c0c7a9fe
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 @dataclass(eq=False)
@@ -78,7 +79,7 @@ def elementwise_constraints(rule:dict, z:torch.Tensor)->Constraints:
     idx = torch.arange(z.numel(), device=z.device)
     return Constraints(kink_distance(rule, z), idx, torch.full_like(idx, -1), idx, torch.ones_like(z), slope_jump(rule))
 
-# %% ../nbs/01a_certify.ipynb #1d6a1a81
+# %% ../nbs/01a_certify.ipynb #28258eb5
 def window_constraints(pool:nn.MaxPool2d, # the pooling module
                        v:torch.Tensor, # its input, one image [C, H, W]
                        constant=None)->Constraints: # bool [C, H, W]: entries with zero gradient on the region
@@ -99,7 +100,7 @@ def window_constraints(pool:nn.MaxPool2d, # the pooling module
     weight = torch.where(cf | cs, 1., math.sqrt(2)).to(v.dtype)
     return Constraints((top[:, None] - vals)[keep], first[keep], index[keep], unit[keep], weight[keep], 1.)
 
-# %% ../nbs/01a_certify.ipynb #11ae5550
+# %% ../nbs/01a_certify.ipynb #23713338
 def krylov_factor(n:int, # dimension of the space Lanczos runs in
                   steps:int, # Lanczos steps from the random start
                   failure:float)->float: # allowed probability that the bound fails
@@ -107,7 +108,7 @@ def krylov_factor(n:int, # dimension of the space Lanczos runs in
     eps = (math.log(1.648 * math.sqrt(n) / failure) / (2 * steps - 1)) ** 2
     return 1 / math.sqrt(1 - eps) if eps < 1 else math.inf
 
-# %% ../nbs/01a_certify.ipynb #2caa5a79
+# %% ../nbs/01a_certify.ipynb #dc7d8055
 def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
             rmatvec, # its adjoint: [B, *out] -> [B, *in]
             v0:torch.Tensor, # start vectors [B, *in]
@@ -132,11 +133,11 @@ def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B,
     ritz = torch.bmm(S[:, None, :, -1], torch.stack(Q, 1))[:, 0]
     return theta[:, -1].clamp_min(0).sqrt(), ritz.view(shape)
 
-# %% ../nbs/01a_certify.ipynb #bc8ced98
+# %% ../nbs/01a_certify.ipynb #10fd13bf
 ROUNDING_SLACK = 1e-9    # relative inflation of every norm computed in float64 (its rounding error is ~1e-13 relative)
 ERROR_SAFETY = 10.       # distances shrink by this times the estimated float64 rounding error of their node
 
-# %% ../nbs/01a_certify.ipynb #087a6c0d
+# %% ../nbs/01a_certify.ipynb #27d81c36
 def _ancestors(gm:fx.GraphModule, targets)->list:
     "The nodes `targets` depend on (themselves included), in graph order."
     need, stack = set(), list(targets)
@@ -160,7 +161,7 @@ def _evaluate(gm:fx.GraphModule, nodes:list, x:torch.Tensor, inject:dict=None)->
         vals[n] = out
     return vals
 
-# %% ../nbs/01a_certify.ipynb #f6e975aa
+# %% ../nbs/01a_certify.ipynb #594b3a8b
 @dataclass(eq=False)
 class Point:
     "A network at one image: every node's value (float64), its linear-region constraints per nonlinear node, its logits."
@@ -171,7 +172,7 @@ class Point:
     output_error: float       # allowance for rounding in the logit margins
     float32_flips: int        # entries that float32 evaluation puts on another piece than float64
 
-# %% ../nbs/01a_certify.ipynb #066a46f9
+# %% ../nbs/01a_certify.ipynb #d9fd0911
 class Certifier:
     "Certified local sensitivity of a piecewise-linear classifier (affine layers, ReLU/ReLU6/Hardtanh/LeakyReLU, max pooling, additions), in float64."
     def __init__(self,
@@ -228,7 +229,7 @@ class Certifier:
             cons.append(c)
         return Point(x.to(**self.like), values, cons, values[self.output_node][0].flatten(), 2 * err(self.output_node), flips)
 
-# %% ../nbs/01a_certify.ipynb #d492fa5d
+# %% ../nbs/01a_certify.ipynb #25ce07e0
 def _targets_fn(self, targets:list, inject:fx.Node=None):
     "X (, T) -> values of `targets` on the batch X (with T added at node `inject`)."
     nodes = _ancestors(self.gm, targets + ([inject] if inject is not None else []))
@@ -250,7 +251,7 @@ def _functional_norms(self, p:Point, target:fx.Node, first:torch.Tensor, second:
 
 Certifier.functional_norms = _functional_norms
 
-# %% ../nbs/01a_certify.ipynb #e7d40070
+# %% ../nbs/01a_certify.ipynb #2dddadc4
 def _norm_bounds(self, p:Point):
     "({prefix node: certified bound on ‖P‖}, (σ_k, certified bound, top right singular vector) of the Jacobian J of the logits) at `p`."
     targets = self.prefix_targets
@@ -290,7 +291,7 @@ def _split(items, k):
 
 Certifier.norm_bounds = _norm_bounds
 
-# %% ../nbs/01a_certify.ipynb #7bace81f
+# %% ../nbs/01a_certify.ipynb #ff9e7c45
 def _lazy_min(screen:torch.Tensor, # lower bounds on the values, one per candidate
               exact, # indices -> the exact values there
               batch=64, # candidates evaluated per call
@@ -308,7 +309,7 @@ def _ratio(d, norm):
     "d/‖g‖, infinite where the gradient vanishes (a constant functional never reaches its kink)."
     return torch.where(norm > 0, d / norm, math.inf)
 
-# %% ../nbs/01a_certify.ipynb #6830b963
+# %% ../nbs/01a_certify.ipynb #671bc8b6
 def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
     "r_lin (per-layer bound and exact search) and the decision-boundary distance of the affine piece at `p`; the exact norms it computes go into `cache`."
     cache = {} if cache is None else cache
@@ -339,7 +340,7 @@ def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
 
 Certifier.region = _region
 
-# %% ../nbs/01a_certify.ipynb #f57c932c
+# %% ../nbs/01a_certify.ipynb #e3199c6b
 @torch.no_grad()
 def _violations(self, p:Point, X:torch.Tensor)->torch.Tensor:
     "How many constraints of `p`'s linear region each input of the batch `X` breaks [B]."
@@ -392,7 +393,7 @@ def _pattern_search(self, p:Point, bounds:dict, r:float, samples=256, k=8, seed=
 
 Certifier.violations, Certifier.closest, Certifier.pattern_search = _violations, _closest, _pattern_search
 
-# %% ../nbs/01a_certify.ipynb #eafa8d0b
+# %% ../nbs/01a_certify.ipynb #eba7b6bc
 @dataclass(eq=False)
 class Tracking:
     "What can leave the linear region within each of several radii, and its effect on the logits."
@@ -403,7 +404,7 @@ class Tracking:
     excess: torch.Tensor         # [R] bound on ‖f(x+δ) − f(x) − Jδ‖ over the ball (inf where not tracked)
     exact_norms: int             # new exact gradient norms computed
 
-# %% ../nbs/01a_certify.ipynb #ba6987d7
+# %% ../nbs/01a_certify.ipynb #2ea7155b
 @torch.no_grad()
 def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->list:
     "Per output entry of `node` in `units`: the change of each node of `targets` per unit change of that entry, the network linearised at `p` ([K, size] each)."
@@ -470,7 +471,7 @@ def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking
 
 Certifier.responses, Certifier.track = _responses, _track
 
-# %% ../nbs/01a_certify.ipynb #99f74eee
+# %% ../nbs/01a_certify.ipynb #e2e4f312
 @torch.no_grad()
 def _class_safe(self, p:Point, jac_upper:float, tr:Tracking, cache:dict, budget=None)->torch.Tensor:
     "Per radius of `tr` [R]: whether no logit can overtake the top one, m_j > ‖Jᵀ(e_c − e_j)‖·r + Σ_o |M_co − M_jo| for all j."
@@ -509,7 +510,7 @@ def _amplification(self, p:Point, radii, start:torch.Tensor, steps=20)->torch.Te
 
 Certifier.class_safe, Certifier.amplification = _class_safe, _amplification
 
-# %% ../nbs/01a_certify.ipynb #58c5b973
+# %% ../nbs/01a_certify.ipynb #1c775da6
 def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
                    radii=(), # absolute radii of the curve, besides the grid r_lin·2^(k/2)
                    grid=25, # grid points r_lin·2^(k/2), k < grid
@@ -543,7 +544,7 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
 
 Certifier.certify_image = _certify_image
 
-# %% ../nbs/01a_certify.ipynb #29e477b1
+# %% ../nbs/01a_certify.ipynb #4fa7c859
 def certify(model:nn.Module, # piecewise-linear classifier in eval mode
             x:torch.Tensor, # batch [B, *input_shape]
             progress=False, # a progress bar over the images
@@ -579,3 +580,25 @@ def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
     out = torch.full((len(x), len(radii)), math.inf, dtype=torch.float64)
     for row in c.itertuples(): out[row.image, list(radii).index(row.radius)] = row.U
     return out
+
+# %% ../nbs/01a_certify.ipynb #9d3c1a22
+def plot_curve(curve:pd.DataFrame, # rows of `certify`: image, radius, U, attack, tracked
+               r_lin=None, # per image (indexable by image), to plot r/r_lin instead of r
+               title=''):
+    "U(r) and the attack's amplification against the radius (left) and their ratio (right), one line per image."
+    plt, sns = plots()
+    c = curve[curve.tracked].copy()
+    c['x'] = c.radius / c.image.map(r_lin) if r_lin is not None else c.radius
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for i, g in c.groupby('image'):
+        axes[0].plot(g.x, g.U, c='C0', alpha=.6, label='certified U(r)' if i == c.image.min() else None)
+        axes[0].plot(g.x, g.attack, c='C1', alpha=.6, ls='--', label='attack' if i == c.image.min() else None)
+        axes[1].plot(g.x, g.U / g.attack, c='C2', alpha=.6)
+    axes[1].axhline(10, c='k', ls=':', lw=1, label='10×')
+    xl = 'r / r_lin' if r_lin is not None else 'radius r (input space, ℓ2)'
+    axes[0].set(xscale='log', yscale='log', xlabel=xl, ylabel='sup ‖f(x+δ) − f(x)‖ / ‖δ‖', title='bound and attack')
+    axes[1].set(xscale='log', yscale='log', xlabel=xl, ylabel='U(r) / attack(r)', title='ratio')
+    for ax in axes: ax.legend(fontsize=8)
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -8,8 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-PUBLIC = ['operator_norm', 'Estimator', 'local_condition', 'random_amplification', 'attack_amplification', 'predict_bits', 'measure_bits']
-MATH_PAGES = ['00_norms', '01_estimator', '02_perturbations', '03_attacks', '04_bitwidth']
+PUBLIC = ['operator_norm', 'Estimator', 'local_condition', 'certify', 'random_amplification', 'attack_amplification', 'predict_bits', 'measure_bits']
+MATH_PAGES = ['00_norms', '01_estimator', '01a_certify', '02_perturbations', '03_attacks', '04_bitwidth']
 EXPERIMENTS = ['experiments/alexnet_imagenet', 'experiments/vgg19_imagenet', 'experiments/efficientnet_lite0_imagenet']
 
 
@@ -31,8 +31,9 @@ def site(tmp_path_factory):
 
 def test_preview_lists_every_notebook_in_sidebar_order(site):
     _, pages = site
-    assert pages[:6] == ['index.html', '00_norms.html', '01_estimator.html', '02_perturbations.html', '03_attacks.html', '04_bitwidth.html']
-    assert pages[6:9] == [e + '.html' for e in EXPERIMENTS] and pages[-1] == '07_cli.html'
+    assert pages[:7] == ['index.html', '00_norms.html', '01_estimator.html', '01a_certify.html', '02_perturbations.html', '03_attacks.html',
+                         '04_bitwidth.html']
+    assert pages[7:10] == [e + '.html' for e in EXPERIMENTS] and pages[-1] == '07_cli.html'
     assert len(pages) == len(list((ROOT/'nbs').glob('**/[0-9a-z]*.ipynb')))
 
 
