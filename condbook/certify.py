@@ -8,7 +8,7 @@ __all__ = ['KINKS', 'ROUNDING_SLACK', 'ERROR_SAFETY', 'kink_rule', 'piece_index'
            'Certifier', 'Tracking', 'certify', 'linear_region_radius', 'certified_radius', 'lipschitz_curve',
            'plot_curve']
 
-# %% ../nbs/01a_certify.ipynb #7c9f8c62
+# %% ../nbs/01a_certify.ipynb #39227f31
 import copy, math, time, warnings
 from dataclasses import dataclass
 import pandas as pd
@@ -22,7 +22,7 @@ from .core import image_norms, jacobian_products, logit_margin, module_like, req
 from .norms import _tridiagonal, seeded_start
 from .estimator import UnsupportedOperationError, build_layers, record, trace
 
-# %% ../nbs/01a_certify.ipynb #29f6038d
+# %% ../nbs/01a_certify.ipynb #ad1812e1
 def _elementwise(kinks, slopes):
     "An elementwise piecewise-linear rule: increasing kinks and the slope of each piece between them (one more than kinks)."
     return dict(kind='elementwise', kinks=tuple(float(k) for k in kinks), slopes=tuple(float(s) for s in slopes))
@@ -34,7 +34,7 @@ KINKS = {nn.ReLU: _relu, torch.relu: _relu, F.relu: _relu, 'relu': _relu, 'relu_
          nn.LeakyReLU: lambda m: _elementwise((0,), (m.negative_slope, 1)),
          nn.MaxPool2d: lambda m: dict(kind='window', module=m)}
 
-# %% ../nbs/01a_certify.ipynb #17e018a5
+# %% ../nbs/01a_certify.ipynb #ff02c590
 def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     "The `KINKS` rule of a nonlinear node of a traced graph; raise for an operation that is not piecewise linear."
     op = gm.get_submodule(node.target) if node.op == 'call_module' else node.target
@@ -43,7 +43,7 @@ def kink_rule(node:fx.Node, gm:fx.GraphModule)->dict:
     raise UnsupportedOperationError(f"node {node.name!r}: {type(op).__name__ if isinstance(op, nn.Module) else op} is not "
                                     "piecewise linear, so the network has no linear region to certify")
 
-# %% ../nbs/01a_certify.ipynb #4c3b86a8
+# %% ../nbs/01a_certify.ipynb #7d941faf
 def piece_index(rule:dict, z:torch.Tensor)->torch.Tensor:
     "The linear piece each entry of `z` lies on under an elementwise rule (0 below the first kink)."
     return sum((z > k).long() for k in rule['kinks'])
@@ -60,7 +60,7 @@ def slope_jump(rule:dict)->float:
     "The largest change of slope an entry can meet once it leaves its piece."
     return max(rule['slopes']) - min(rule['slopes'])
 
-# %% ../nbs/01a_certify.ipynb #c0c7a9fe
+# %% ../nbs/01a_certify.ipynb #bf6298d0
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 @dataclass(eq=False)
@@ -79,7 +79,7 @@ def elementwise_constraints(rule:dict, z:torch.Tensor)->Constraints:
     idx = torch.arange(z.numel(), device=z.device)
     return Constraints(kink_distance(rule, z), idx, torch.full_like(idx, -1), idx, torch.ones_like(z), slope_jump(rule))
 
-# %% ../nbs/01a_certify.ipynb #28258eb5
+# %% ../nbs/01a_certify.ipynb #60092e14
 def window_constraints(pool:nn.MaxPool2d, # the pooling module
                        v:torch.Tensor, # its input, one image [C, H, W]
                        constant=None)->Constraints: # bool [C, H, W]: entries with zero gradient on the region
@@ -100,7 +100,7 @@ def window_constraints(pool:nn.MaxPool2d, # the pooling module
     weight = torch.where(cf | cs, 1., math.sqrt(2)).to(v.dtype)
     return Constraints((top[:, None] - vals)[keep], first[keep], index[keep], unit[keep], weight[keep], 1.)
 
-# %% ../nbs/01a_certify.ipynb #23713338
+# %% ../nbs/01a_certify.ipynb #8a03dcd3
 def krylov_factor(n:int, # dimension of the space Lanczos runs in
                   steps:int, # Lanczos steps from the random start
                   failure:float)->float: # allowed probability that the bound fails
@@ -108,7 +108,7 @@ def krylov_factor(n:int, # dimension of the space Lanczos runs in
     eps = (math.log(1.648 * math.sqrt(n) / failure) / (2 * steps - 1)) ** 2
     return 1 / math.sqrt(1 - eps) if eps < 1 else math.inf
 
-# %% ../nbs/01a_certify.ipynb #dc7d8055
+# %% ../nbs/01a_certify.ipynb #4843d88a
 def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
             rmatvec, # its adjoint: [B, *out] -> [B, *in]
             v0:torch.Tensor, # start vectors [B, *in]
@@ -133,11 +133,11 @@ def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B,
     ritz = torch.bmm(S[:, None, :, -1], torch.stack(Q, 1))[:, 0]
     return theta[:, -1].clamp_min(0).sqrt(), ritz.view(shape)
 
-# %% ../nbs/01a_certify.ipynb #10fd13bf
+# %% ../nbs/01a_certify.ipynb #7aea94d6
 ROUNDING_SLACK = 1e-9    # relative inflation of every norm computed in float64 (its rounding error is ~1e-13 relative)
 ERROR_SAFETY = 10.       # distances shrink by this times the estimated float64 rounding error of their node
 
-# %% ../nbs/01a_certify.ipynb #27d81c36
+# %% ../nbs/01a_certify.ipynb #6e08f929
 def _ancestors(gm:fx.GraphModule, targets)->list:
     "The nodes `targets` depend on (themselves included), in graph order."
     need, stack = set(), list(targets)
@@ -161,7 +161,7 @@ def _evaluate(gm:fx.GraphModule, nodes:list, x:torch.Tensor, inject:dict=None)->
         vals[n] = out
     return vals
 
-# %% ../nbs/01a_certify.ipynb #594b3a8b
+# %% ../nbs/01a_certify.ipynb #97b9a24b
 @dataclass(eq=False)
 class Point:
     "A network at one image: every node's value (float64), its linear-region constraints per nonlinear node, its logits."
@@ -172,7 +172,7 @@ class Point:
     output_error: float       # allowance for rounding in the logit margins
     float32_flips: int        # entries that float32 evaluation puts on another piece than float64
 
-# %% ../nbs/01a_certify.ipynb #d9fd0911
+# %% ../nbs/01a_certify.ipynb #e2bb882f
 class Certifier:
     "Certified local sensitivity of a piecewise-linear classifier (affine layers, ReLU/ReLU6/Hardtanh/LeakyReLU, max pooling, additions), in float64."
     def __init__(self,
@@ -229,15 +229,15 @@ class Certifier:
             cons.append(c)
         return Point(x.to(**self.like), values, cons, values[self.output_node][0].flatten(), 2 * err(self.output_node), flips)
 
-# %% ../nbs/01a_certify.ipynb #25ce07e0
+# %% ../nbs/01a_certify.ipynb #9e574ec7
 def _targets_fn(self, targets:list, inject:fx.Node=None):
     "X (, T) -> values of `targets` on the batch X (with T added at node `inject`)."
     nodes = _ancestors(self.gm, targets + ([inject] if inject is not None else []))
     return lambda X, T=None: _evaluate(self.gm, nodes, X, None if T is None else {inject: T})
 
 @torch.no_grad()
-def _functional_norms(self, p:Point, target:fx.Node, first:torch.Tensor, second:torch.Tensor)->torch.Tensor:
-    "‖∇ₓ(u[first] − u[second])‖ at `p` for the node `target` (where second = −1: ‖∇ₓ u[first]‖), by batched vector–Jacobian products."
+def _functional_grads(self, p:Point, target:fx.Node, first:torch.Tensor, second:torch.Tensor, norms=False)->torch.Tensor:
+    "∇ₓ(u[first] − u[second]) at `p` for the node `target` [K, *input] (where second = −1: ∇ₓ u[first]), or their norms [K], by batched vector–Jacobian products."
     run, out = _targets_fn(self, [target]), []
     for s in range(0, len(first), self.chunk):
         f, g = first[s:s + self.chunk], second[s:s + self.chunk]
@@ -246,12 +246,18 @@ def _functional_norms(self, p:Point, target:fx.Node, first:torch.Tensor, second:
         cot, rows = torch.zeros_like(y), torch.arange(len(f), device=y.device)
         cot[rows, f] = 1.
         cot[rows[g >= 0], g[g >= 0]] -= 1.
-        out.append(pull(cot)[0].flatten(1).norm(dim=1))
-    return torch.cat(out) * (1 + ROUNDING_SLACK) if out else torch.zeros(0, **self.like)
+        grad = pull(cot)[0]
+        out.append(grad.flatten(1).norm(dim=1) * (1 + ROUNDING_SLACK) if norms else grad)
+    return torch.cat(out) if out else torch.zeros(0, *([] if norms else self.input_shape), **self.like)
 
+def _functional_norms(self, p:Point, target:fx.Node, first:torch.Tensor, second:torch.Tensor)->torch.Tensor:
+    "‖∇ₓ(u[first] − u[second])‖ at `p` for the node `target` [K] (inflated by `ROUNDING_SLACK`)."
+    return _functional_grads(self, p, target, first, second, norms=True)
+
+Certifier.functional_grads = _functional_grads
 Certifier.functional_norms = _functional_norms
 
-# %% ../nbs/01a_certify.ipynb #2dddadc4
+# %% ../nbs/01a_certify.ipynb #f79a33f4
 def _norm_bounds(self, p:Point):
     "({prefix node: certified bound on ‖P‖}, (σ_k, certified bound, top right singular vector) of the Jacobian J of the logits) at `p`."
     targets = self.prefix_targets
@@ -291,7 +297,7 @@ def _split(items, k):
 
 Certifier.norm_bounds = _norm_bounds
 
-# %% ../nbs/01a_certify.ipynb #ff9e7c45
+# %% ../nbs/01a_certify.ipynb #9279572f
 def _lazy_min(screen:torch.Tensor, # lower bounds on the values, one per candidate
               exact, # indices -> the exact values there
               batch=64, # candidates evaluated per call
@@ -309,7 +315,7 @@ def _ratio(d, norm):
     "d/‖g‖, infinite where the gradient vanishes (a constant functional never reaches its kink)."
     return torch.where(norm > 0, d / norm, math.inf)
 
-# %% ../nbs/01a_certify.ipynb #671bc8b6
+# %% ../nbs/01a_certify.ipynb #4da924fe
 def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
     "r_lin (per-layer bound and exact search) and the decision-boundary distance of the affine piece at `p`; the exact norms it computes go into `cache`."
     cache = {} if cache is None else cache
@@ -340,7 +346,7 @@ def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
 
 Certifier.region = _region
 
-# %% ../nbs/01a_certify.ipynb #e3199c6b
+# %% ../nbs/01a_certify.ipynb #aa415936
 @torch.no_grad()
 def _violations(self, p:Point, X:torch.Tensor)->torch.Tensor:
     "How many constraints of `p`'s linear region each input of the batch `X` breaks [B]."
@@ -353,30 +359,30 @@ def _violations(self, p:Point, X:torch.Tensor)->torch.Tensor:
     return count
 
 def _closest(self, p:Point, bounds:dict, k=8):
-    "Unit steps towards the kinks of the `k` constraints closest to x [k, *input], and their exact distances [k]."
+    "Unit steps towards the kinks of the (up to) `k` constraints closest to x [k, *input], and their exact distances [k]."
     rows = []
     for i, ((node, rule), c) in enumerate(zip(self.kinks, p.constraints)):
         s = _ratio(c.d, c.weight * bounds[self.kink_input[node]])
-        for j in s.argsort()[:8 * k].tolist(): rows.append((s[j].item(), i, j))
-    rows = sorted(rows)[:8 * k]
-    out = []
-    for _, i, j in rows:
+        top = s.argsort()[:4 * k]
+        rows += [(v, i, j) for v, j in zip(s[top].tolist(), top.tolist())]
+    rows = sorted(rows)[:4 * k]
+    steps, dists = [], []
+    for i in sorted({i for _, i, _ in rows}):
         (node, rule), c = self.kinks[i], p.constraints[i]
-        u = self.kink_input[node]
-        run = _targets_fn(self, [u])
-        with torch.enable_grad():
-            X = p.x.clone().requires_grad_()
-            val = run(X)[u].flatten()
-            fn = val[c.first[j]] - (val[c.second[j]] if c.second[j] >= 0 else 0.)
-            g, = torch.autograd.grad(fn, X)
-        if rule['kind'] == 'elementwise':
-            z = val[c.first[j]].item()
-            kink = min(rule['kinks'], key=lambda q: abs(z - q))
-            g = g * (1. if kink > z else -1.)
-        else: g = -g
-        out.append((_ratio(c.d[j], g.norm()).item(), g / g.norm()))
-    out = sorted(out, key=lambda t: t[0])[:k]
-    return torch.cat([g for _, g in out]), torch.tensor([r for r, _ in out], **self.like)
+        j = torch.tensor([jj for _, ii, jj in rows if ii == i], device=c.d.device)
+        g = self.functional_grads(p, self.kink_input[node], c.first[j], c.second[j])
+        if rule['kind'] == 'elementwise':                 # towards the nearest kink of each entry
+            z = p.values[self.kink_input[node]].flatten()[c.first[j]]
+            kinks = torch.tensor(rule['kinks'], **self.like)
+            nearest = kinks[(z[:, None] - kinks).abs().argmin(1)]
+            g = g * torch.where(nearest > z, 1., -1.).view(-1, *[1] * len(self.input_shape))
+        else: g = -g                                      # the winner's lead shrinks
+        norm = g.flatten(1).norm(dim=1)
+        steps.append(g / norm.clamp_min(1e-300).view(-1, *[1] * len(self.input_shape))); dists.append(_ratio(c.d[j], norm))
+    steps, dists = torch.cat(steps), torch.cat(dists)
+    order = dists.argsort()[:k]
+    order = order[torch.isfinite(dists[order])]           # a constant functional has no kink to step to
+    return steps[order], dists[order]
 
 @torch.no_grad()
 def _pattern_search(self, p:Point, bounds:dict, r:float, samples=256, k=8, seed=0)->dict:
@@ -393,7 +399,7 @@ def _pattern_search(self, p:Point, bounds:dict, r:float, samples=256, k=8, seed=
 
 Certifier.violations, Certifier.closest, Certifier.pattern_search = _violations, _closest, _pattern_search
 
-# %% ../nbs/01a_certify.ipynb #eba7b6bc
+# %% ../nbs/01a_certify.ipynb #fd3c7541
 @dataclass(eq=False)
 class Tracking:
     "What can leave the linear region within each of several radii, and its effect on the logits."
@@ -404,7 +410,7 @@ class Tracking:
     excess: torch.Tensor         # [R] bound on ‖f(x+δ) − f(x) − Jδ‖ over the ball (inf where not tracked)
     exact_norms: int             # new exact gradient norms computed
 
-# %% ../nbs/01a_certify.ipynb #2ea7155b
+# %% ../nbs/01a_certify.ipynb #ae1f9026
 @torch.no_grad()
 def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->list:
     "Per output entry of `node` in `units`: the change of each node of `targets` per unit change of that entry, the network linearised at `p` ([K, size] each)."
@@ -471,7 +477,7 @@ def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking
 
 Certifier.responses, Certifier.track = _responses, _track
 
-# %% ../nbs/01a_certify.ipynb #e2e4f312
+# %% ../nbs/01a_certify.ipynb #c326fdba
 @torch.no_grad()
 def _class_safe(self, p:Point, jac_upper:float, tr:Tracking, cache:dict, budget=None)->torch.Tensor:
     "Per radius of `tr` [R]: whether no logit can overtake the top one, m_j > ‖Jᵀ(e_c − e_j)‖·r + Σ_o |M_co − M_jo| for all j."
@@ -510,13 +516,14 @@ def _amplification(self, p:Point, radii, start:torch.Tensor, steps=20)->torch.Te
 
 Certifier.class_safe, Certifier.amplification = _class_safe, _amplification
 
-# %% ../nbs/01a_certify.ipynb #1c775da6
+# %% ../nbs/01a_certify.ipynb #120debf9
 def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
                    radii=(), # absolute radii of the curve, besides the grid r_lin·2^(k/2)
                    grid=25, # grid points r_lin·2^(k/2), k < grid
                    max_radius=math.inf, # no radius beyond this (e.g. the attack's flip radius)
                    lipschitz=math.inf, # a global Lipschitz bound, used where tracking gives up
-                   curve=True): # the U(r) curve, with the attack at each radius
+                   curve=True, # the U(r) curve, with the attack at each radius
+                   patterns=16): # random points on the sphere of radius r_lin searched for a pattern change (0: no search)
     "(row of the certificate, rows of the U(r) curve) for one image."
     t0 = time.time()
     p = self.point(x)
@@ -524,6 +531,9 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
     cache = {}
     row = dict(**self.region(p, bounds, j_up, cache), jacobian_lower=j_low, jacobian_upper=j_up, float32_flips=p.float32_flips)
     row['radius'], rows = row['radius_affine'], []
+    if patterns and 0 < row['r_lin'] < math.inf:
+        found = self.pattern_search(p, bounds, row['r_lin'] * (1 - 1e-9), samples=patterns, k=4)
+        row.update({k: found[k] for k in ('random_breaks', 'attack_breaks', 'past_kink_breaks')})
     if row['r_lin'] > 0 and (grid or radii):
         rs = sorted({r for r in [row['r_lin'] * 2 ** (k / 2) for k in range(grid)] + list(radii) if r <= max_radius})
         tr = self.track(p, bounds, rs, cache)
@@ -544,18 +554,18 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
 
 Certifier.certify_image = _certify_image
 
-# %% ../nbs/01a_certify.ipynb #4fa7c859
+# %% ../nbs/01a_certify.ipynb #e0a78e8d
 def certify(model:nn.Module, # piecewise-linear classifier in eval mode
             x:torch.Tensor, # batch [B, *input_shape]
             progress=False, # a progress bar over the images
-            radii=(), grid=25, max_radius=math.inf, lipschitz=math.inf, curve=True, # see `Certifier.certify_image`
+            radii=(), grid=25, max_radius=math.inf, lipschitz=math.inf, curve=True, patterns=16, # see `Certifier.certify_image`
             **kwargs): # `Certifier` settings: steps, failure, groups, chunk, max_exact
     "(per-image certificates, U(r) curve rows) as two DataFrames."
     cert = Certifier(model, tuple(x.shape[1:]), **kwargs)
     rows, curves = [], []
     for b in tqdm(range(len(x)), desc='certify', disable=None if progress else True, leave=False):
         mr = float(max_radius[b]) if torch.is_tensor(max_radius) else max_radius
-        row, crows = cert.certify_image(x[b:b + 1], radii, grid, mr, lipschitz, curve)
+        row, crows = cert.certify_image(x[b:b + 1], radii, grid, mr, lipschitz, curve, patterns)
         rows.append(dict(image=b, **row)); curves += [dict(image=b, **r) for r in crows]
     return pd.DataFrame(rows), pd.DataFrame(curves, columns=['image', 'radius', 'U', 'attack', 'tracked', 'units'])
 
@@ -563,25 +573,25 @@ def linear_region_radius(model:nn.Module, # piecewise-linear classifier in eval 
                          x:torch.Tensor, # batch [B, *input_shape]
                          **kwargs)->torch.Tensor: # `Certifier` settings
     "Certified lower bound [B] on the ℓ2 distance from each image to the nearest change of its activation pattern."
-    return torch.tensor(certify(model, x, grid=0, **kwargs)[0].r_lin.values, dtype=torch.float64)
+    return torch.tensor(certify(model, x, grid=0, patterns=0, **kwargs)[0].r_lin.values, dtype=torch.float64)
 
 def certified_radius(model:nn.Module, # piecewise-linear classifier in eval mode
                      x:torch.Tensor, # batch [B, *input_shape]
                      **kwargs)->torch.Tensor: # `certify` settings
     "ℓ2 radius [B] within which the top-1 class of each image provably does not change (up to the stated failure probability)."
-    return torch.tensor(certify(model, x, curve=False, **kwargs)[0].radius.values, dtype=torch.float64)
+    return torch.tensor(certify(model, x, curve=False, patterns=0, **kwargs)[0].radius.values, dtype=torch.float64)
 
 def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
                     x:torch.Tensor, # batch [B, *input_shape]
                     radii, # absolute radii
                     **kwargs)->torch.Tensor: # `certify` settings
     "U(r) [B, len(radii)]: certified bounds on sup over ‖δ‖ ≤ r of ‖f(x+δ) − f(x)‖/‖δ‖ (inf beyond tracking's reach)."
-    _, c = certify(model, x, radii=radii, grid=0, **kwargs)
+    _, c = certify(model, x, radii=radii, grid=0, patterns=0, **kwargs)
     out = torch.full((len(x), len(radii)), math.inf, dtype=torch.float64)
     for row in c.itertuples(): out[row.image, list(radii).index(row.radius)] = row.U
     return out
 
-# %% ../nbs/01a_certify.ipynb #9d3c1a22
+# %% ../nbs/01a_certify.ipynb #6451c500
 def plot_curve(curve:pd.DataFrame, # rows of `certify`: image, radius, U, attack, tracked
                r_lin=None, # per image (indexable by image), to plot r/r_lin instead of r
                title=''):
