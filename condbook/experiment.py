@@ -7,7 +7,7 @@ __all__ = ['RATIOS', 'CERTIFY_COLUMNS', 'CERTIFY_RATIOS', 'QUICK', 'ExperimentCo
            'ResultsFile', 'Context', 'measure', 'shard_of', 'done_keys', 'run_experiment', 'load_results',
            'complete_rows', 'per_image_table', 'reach', 'tightness_table', 'layer_kappa_table', 'timing_table',
            'minimal_bits_rows', 'safe_width_table', 'plot_estimates', 'plot_amplification', 'plot_ratios', 'plot_radii',
-           'plot_certified', 'certified_line', 'summarize', 'study_from_env']
+           'plot_certified', 'certified_line', 'certify_study', 'summarize', 'study_from_env']
 
 # %% ../nbs/08_experiment.ipynb #e4ef6283
 import json, os, time, warnings
@@ -398,6 +398,21 @@ def certified_line(per_image:pd.DataFrame)->str:
     return (f"- certified (`condbook.certify`, {len(c)} images; medians): radius {c.local_certified_radius.median():.3g} (r_lin {c.r_lin.median():.3g}) "
             f"against m/(√2 L_f) {c.certified_radius.median():.3g} and the flip radius {c.flip_radius.median():.3g}; "
             f"U(r)/attack(r) ≤ 10 up to r = {c['reach 10×'].median():.3g}, {(c['reach 10×'] / c.r_lin).median():.3g} × r_lin")
+
+# %% ../nbs/08_experiment.ipynb #09b2dbd5
+def certify_study(folder)->tuple:
+    "(rows shaped like the `certify` measurement, per-image table) of a `scripts/certify_study.py` run, for `plot_certified` and `certified_line`."
+    rows = [json.loads(l) for l in (Path(folder)/'results.jsonl').read_text().splitlines() if l.strip()]
+    df = pd.DataFrame([dict(image=k, measurement='certify', r_lin=r['r_lin'], local_certified_radius=r['radius'],
+                            curve=[[c['radius'], c['U'], c['attack'], c['tracked']] for c in r['curve']]) for k, r in enumerate(rows)])
+    t = pd.DataFrame([dict(file=r['file'], r_lin=r['r_lin'], r_lin_layer=r['r_lin_layer'], local_certified_radius=r['radius'],
+                           certified_radius=r['global_radius'], flip_radius=r['flip_radius'] if r['flip_radius'] is not None else float('nan'),
+                           jacobian_upper=r['jacobian_upper'], jacobian_lower=r['jacobian_lower'], tracked_radius=r['tracked_radius'],
+                           random_breaks=r['random_breaks'], attack_breaks=r['attack_breaks'], seconds=r['seconds']) for r in rows])
+    t['U/attack at r_lin'] = df.curve.map(lambda c: min(c)[1] / min(c)[2] if len(c) else float('nan'))
+    t['reach 10×'] = df.curve.map(reach)
+    for name, (a, b) in CERTIFY_RATIOS.items(): t[name] = t[a] / t[b]
+    return df, t
 
 # %% ../nbs/08_experiment.ipynb #bfa3ddec
 def summarize(out, # experiment output folder
