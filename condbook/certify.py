@@ -430,7 +430,7 @@ def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->l
 
 @torch.no_grad()
 def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking:
-    "Bound the departures from `p`'s affine piece over the balls of `radii` in one pass; a radius that needs more than `budget` exact gradient norms is dropped."
+    "Bound the departures from `p`'s affine piece over the balls of `radii` in one pass; a radius that needs more than `budget` new exact gradient norms is dropped."
     budget = self.max_exact if budget is None else budget
     rs = torch.tensor(sorted(radii), **self.like)
     R, active, n_exact, need = len(rs), len(rs), 0, torch.zeros(len(rs), dtype=torch.long)
@@ -442,7 +442,9 @@ def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking
         casc = (torch.zeros(1, len(c.d), **self.like) if w is None else
                 (w[:, c.first] + torch.where(c.second >= 0, w[:, c.second.clamp_min(0)], 0.)).double() * (1 + 1e-5))
         reach = c.weight * bounds[u] * rs[:active, None] + casc[:active] >= c.d    # [active, M]: grows with the radius
-        count = reach.sum(1).cpu()
+        known = torch.zeros(len(c.d), dtype=torch.bool, device=c.d.device)       # exact norms already in the cache (r_lin's search)
+        known[[j for (ii, j) in cache if ii == i]] = True
+        count = (reach & ~known).sum(1).cpu()
         while active and need[active - 1] + count[active - 1] > budget: active -= 1   # radii that would need too many norms
         if not active: break
         need[:active] += count[:active]
