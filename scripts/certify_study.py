@@ -119,10 +119,11 @@ def main(argv=None):
             from condbook.estimator import Estimator
             lip = Estimator(net, (3, a.size, a.size)).lipschitz
         else: lip = None
-        transform, slowest, n = pixel_transform(crop=a.size), 0., 0
+        transform, times = pixel_transform(crop=a.size), []
         print(f'{len(done)} photos done, {len(todo)} to go; setup {time.time() - t0:.1f}s on {info}', flush=True)
         for i in todo:
-            if time.time() - t0 + slowest > a.time_budget: print('time budget reached', flush=True); break
+            nxt = max(times[1:] or times or [0.])                  # the slowest photo so far (the first one warms the device up)
+            if time.time() - t0 + nxt > a.time_budget: print(f'time budget reached after {len(times)} photos', flush=True); break
             t = time.time()
             x = images.load(i, transform)
             if x is None: continue
@@ -135,8 +136,8 @@ def main(argv=None):
                 with torch.no_grad(): v['global_radius'] = float(cert.gm(x[None].to(device).double()).flatten().topk(2).values.diff().abs()) / (math.sqrt(2) * L)
             append(out/'results.jsonl', dict(file=images.paths[i].name, label=images.labels[i], lipschitz=L, global_radius=v['global_radius'],
                                               flip_radius=flip, **{k: row.get(k) for k in KEEP}, curve=curve))
-            slowest, n = max(slowest, time.time() - t), n + 1
-            print(f"{n:4d} {images.paths[i].name}: r_lin {row['r_lin']:.3g} radius {row['radius']:.3g} (global {v['global_radius']:.3g}, "
+            times.append(time.time() - t)
+            print(f"{len(times):4d} {images.paths[i].name}: r_lin {row['r_lin']:.3g} radius {row['radius']:.3g} (global {v['global_radius']:.3g}, "
                   f"flip {flip if flip is None else f'{flip:.3g}'}) ‖J‖ ≤ {row['jacobian_upper']:.4g}  {time.time() - t:.1f}s", flush=True)
     res = tables(out)
     if res is not None:
