@@ -420,7 +420,7 @@ def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->l
         vals = run(X, T)
         return torch.cat([vals[t].flatten(1) for t in targets], 1)
     E = torch.zeros(len(units), math.prod(shape), **self.like)
-    E[torch.arange(len(units)), units] = 1.
+    E[torch.arange(len(units), device=units.device), units] = 1.
     T0, E = torch.zeros(len(units), *shape, **self.like), E.view(len(units), *shape)
     try: out = torch.func.jvp(fn, (T0,), (E,))[1]          # forward mode: one pass
     except RuntimeError as e:

@@ -13,7 +13,7 @@ float64 (see the certify notebook).
 Flip radii and L_f come from a finished `condbook experiment` run on the same photos (--experiment, matched by file name);
 without one, L_f is computed here and the flip radius is left empty.
 """
-import argparse, json, math, os, random, sys, time
+import argparse, faulthandler, json, math, os, random, signal, sys, time
 from pathlib import Path
 import pandas as pd
 import torch
@@ -93,6 +93,7 @@ def tables(out:Path):
 
 def main(argv=None):
     a = parse(argv)
+    faulthandler.register(signal.SIGUSR1)   # kill -USR1 <pid> prints where it is
     tag = f'{a.model}-{a.weights}-{a.size}'
     out = Path(a.out or Path('report/certify')/tag)
     out.mkdir(parents=True, exist_ok=True)
