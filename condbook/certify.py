@@ -19,6 +19,7 @@ from torch.func import vjp
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
 from .core import image_norms, jacobian_products, logit_margin, module_like, require_eval
+from .plots import plots
 from .norms import _tridiagonal, seeded_start
 from .estimator import UnsupportedOperationError, build_layers, record, trace
 

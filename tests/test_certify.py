@@ -5,7 +5,7 @@ import math
 import pytest, torch
 import torch.nn.functional as F
 from torch import nn
-from condbook.certify import Certifier, certify, certified_radius, linear_region_radius, lipschitz_curve
+from condbook.certify import Certifier, certify, certified_radius, linear_region_radius, lipschitz_curve, plot_curve
 from condbook.estimator import UnsupportedOperationError
 
 
@@ -170,6 +170,7 @@ def test_u_above_brute_force():
             brute = ((net64(x64 + row.radius * d) - f0).norm(dim=1) / row.radius).max().item()
             assert row.U >= brute
     assert curve.radius.max() >= 100 * r_lin * (1 - 1e-9)
+    assert len(plot_curve(curve, per.r_lin).axes[1].lines) == 2                   # the ratio of the one image and the 10× line
 
 
 def test_functions_and_refusals():
