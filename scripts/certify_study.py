@@ -35,9 +35,9 @@ def parse(argv=None):
     p.add_argument('--model', default='efficientnet_lite0')
     p.add_argument('--weights', default='imagenet')
     p.add_argument('--size', type=int, default=224, help='input crop (H = W)')
-    p.add_argument('--out', default=None, help='output folder (default report/certify/<model>-<weights>-<size>)')
-    p.add_argument('--experiment', default=None, help='a condbook experiment folder with flip radii and L_f for these photos '
-                   '(default report/experiments/<model>-<weights>-<size> when it exists)')
+    p.add_argument('--out', default=None, help='output folder (default report/certify/<model>-<weights>-<size>-<data folder name>)')
+    p.add_argument('--experiment', default=None, help='a condbook experiment folder with flip radii and L_f for these photos (default '
+                   'report/experiments/<model>-<weights>-<size>-<data folder name>, or without the data folder name, when it exists)')
     p.add_argument('--device', default='auto', help="'cpu', 'cuda' or 'auto'")
     p.add_argument('--limit', type=int, default=None, help='at most this many photos (in the seeded order)')
     p.add_argument('--time-budget', type=float, default=math.inf, help='seconds after which no new photo is started; stops cleanly')
@@ -59,7 +59,7 @@ def experiment_values(folder)->dict:
         for line in f.read_text().splitlines():
             try: r = json.loads(line)
             except json.JSONDecodeError: continue
-            v = out.setdefault(Path(r.get('path', '')).name, {})
+            v = out.setdefault(Path(r.get('file') or r.get('path') or '').name, {})   # rows keyed by file (or, older, by path)
             if r['measurement'] == 'flip_radius': v['flip_radius'] = r['flip_radius']
             if r['measurement'] == 'estimate':
                 v.update(lipschitz=r['lipschitz'], global_radius=r['certified_radius'], label=r['label'], prediction=r['prediction'])
@@ -95,9 +95,9 @@ def main(argv=None):
     a = parse(argv)
     faulthandler.register(signal.SIGUSR1)   # kill -USR1 <pid> prints where it is
     tag = f'{a.model}-{a.weights}-{a.size}'
-    out = Path(a.out or Path('report/certify')/tag)
+    out = Path(a.out or Path('report/certify')/f'{tag}-{Path(a.data).name}')
     out.mkdir(parents=True, exist_ok=True)
-    exp = a.experiment or (Path('report/experiments')/tag if (Path('report/experiments')/tag).is_dir() else None)
+    exp = a.experiment or next((d for d in (Path('report/experiments')/f'{tag}-{Path(a.data).name}', Path('report/experiments')/tag) if d.is_dir()), None)
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if a.device == 'auto' else a.device
     settings = dict(model=a.model, weights=a.weights, size=a.size, seed=a.seed, grid=a.grid, radii=a.radii, max_exact=a.max_exact,
                     steps=a.steps, groups=a.groups, patterns=a.patterns, failure=1e-6)
