@@ -13,7 +13,7 @@ from collections import namedtuple
 import pandas as pd
 import torch
 from torch import nn
-from .core import image_norms, logit_margin, module_like, require_eval
+from .core import full_precision, image_norms, logit_margin, module_like, require_eval
 
 # %% ../nbs/03_attacks.ipynb #72787980
 def zero_gradients(x):
@@ -51,14 +51,15 @@ def make_adversary(model:nn.Module, # classifier on pixel-space images in [0, 1]
     A = advertorch_attacks()
     if attack not in ATTACKS: raise ValueError(f"unknown attack {attack!r}: choose one of {', '.join(ATTACKS)}")
     if attack == 'cw_l2':
-        return A.CarliniWagnerL2Attack(model, num_classes, max_iterations=cw_iterations, binary_search_steps=cw_search_steps,
-                                       learning_rate=0.01, initial_const=1e-2)
+        return A.CarliniWagnerL2Attack(model, num_classes, max_iterations=cw_iterations,
+                                       binary_search_steps=cw_search_steps, learning_rate=0.01, initial_const=1e-2)
     if eps is None: raise ValueError(f"attack {attack!r} needs a radius eps")
     eps = eps if isinstance(eps, torch.Tensor) else float(eps)
     ce = nn.CrossEntropyLoss(reduction='sum')
     if attack == 'fgsm': return A.GradientSignAttack(model, ce, eps=eps)
-    if attack == 'linf_pgd': return A.LinfPGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=2.5 * eps / nb_iter)
-    if attack == 'l2_pgd': return A.L2PGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=2.5 * eps / nb_iter)
+    step = 2.5 * eps / nb_iter
+    if attack == 'linf_pgd': return A.LinfPGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=step)
+    if attack == 'l2_pgd': return A.L2PGDAttack(model, ce, eps=eps, nb_iter=nb_iter, eps_iter=step)
     return A.L2PGDAttack(model, output_distortion, eps=eps, nb_iter=nb_iter, eps_iter=10 * eps)
 
 # %% ../nbs/03_attacks.ipynb #fe2838f8
@@ -75,26 +76,32 @@ def frozen(model:nn.Module):
         for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
 
 # %% ../nbs/03_attacks.ipynb #55c61a68
+@full_precision()
 def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                attack='l2_output', # one of `ATTACKS`
                eps=None, # radius (float or tensor [B]; see `DEFAULT_EPS`)
                y=None, # labels to push away from (default: the model's own top-1 classes)
                seed=0, # seed of the random start
-               **kwargs)->AttackResult: # passed to `make_adversary` (nb_iter, cw_iterations, ...)
-    "Adversarial images, their amplification (float64; NaN where δ = 0), top-1 flips and ℓ2 distances ‖δ‖, per image."
+               **kwargs, # passed to `make_adversary` (nb_iter, cw_iterations, ...)
+              )->AttackResult:
+    "Adversarial images, amplification (float64; NaN where δ = 0), top-1 flips and ℓ2 distances ‖δ‖ per image."
     require_eval(model)
     x = x.to(**module_like(model))
     if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    if x.min() < 0 or x.max() > 1: raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
     with torch.no_grad(): out = model(x)
     top = out.argmax(1)
-    attacked = copy.deepcopy(model).float() if attack == 'cw_l2' and x.dtype != torch.float32 else model  # advertorch's CW is float32-only
+    float32_only = attack == 'cw_l2' and x.dtype != torch.float32  # advertorch's CW is float32-only
+    attacked = copy.deepcopy(model).float() if float32_only else model
     xa = x.to(module_like(attacked)['dtype'])
-    adversary = make_adversary(attacked, attack, eps.to(xa) if isinstance(eps, torch.Tensor) else eps, num_classes=out.shape[1], **kwargs)
+    eps = eps.to(xa) if isinstance(eps, torch.Tensor) else eps
+    adversary = make_adversary(attacked, attack, eps, num_classes=out.shape[1], **kwargs)
     with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []), frozen(attacked):
         torch.manual_seed(seed)
-        x_adv = adversary.perturb(xa, out.to(xa) if attack == 'l2_output' else (top if y is None else y.to(x.device))).detach().to(x)
+        target = out.to(xa) if attack == 'l2_output' else (top if y is None else y.to(x.device))
+        x_adv = adversary.perturb(xa, target).detach().to(x)
     with torch.no_grad(): out_adv = model(x_adv)
     dist = image_norms(x_adv - x).double()
     rel_out = image_norms(out_adv - out).double() / image_norms(out).double()
@@ -106,13 +113,15 @@ def attack_amplification(model:nn.Module, # classifier in eval mode, on pixel-sp
                          x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                          attack='l2_output', # one of `ATTACKS`
                          eps=0.25, # radius (ignored by cw_l2)
-                         **kwargs)->torch.Tensor: # passed to `run_attack`
+                         **kwargs, # passed to `run_attack`
+                        )->torch.Tensor:
     "Amplification (‖Δf‖/‖f‖)/(‖δ‖/‖x‖) [B] reached by `attack` at radius `eps`: a lower bound on the worst case."
     return run_attack(model, x, attack, eps, **kwargs).amplification
 
 # %% ../nbs/03_attacks.ipynb #6047abac
 def certified_radius(logits:torch.Tensor, # logits [B, classes] at x
-                     lipschitz:float)->torch.Tensor: # an upper bound on the ℓ2 Lipschitz constant of the logits
+                     lipschitz:float, # an upper bound on the ℓ2 Lipschitz constant of the logits
+                    )->torch.Tensor:
     "ℓ2 radius [B] within which the top-1 class provably cannot change: margin/(√2·L)."
     return logit_margin(logits) / (math.sqrt(2) * lipschitz)
 
@@ -122,33 +131,36 @@ def flip_radius(model:nn.Module, # classifier in eval mode, on pixel-space image
                 attack='l2_pgd', # an ℓ2 attack: 'l2_pgd' (bisection on eps) or 'cw_l2' (minimal distortion)
                 eps_max=8.0, # largest ℓ2 radius tried
                 steps=8, # bisection steps
-                **kwargs)->torch.Tensor: # passed to `run_attack`
-    "ℓ2 norm [B] of the smallest top-1-flipping perturbation `attack` finds (inf where none)."
-    if attack not in ('l2_pgd', 'cw_l2'): raise ValueError(f"flip_radius takes an ℓ2 attack ('l2_pgd' or 'cw_l2'), not {attack!r}")
-    inf = torch.tensor(math.inf, dtype=torch.float64)
-    if attack == 'cw_l2':
-        r = run_attack(model, x, 'cw_l2', **kwargs)
-        return torch.where(r.flipped.cpu(), r.distance.cpu(), inf)
-    lo, hi = torch.zeros(len(x), dtype=torch.float64), torch.full((len(x),), float(eps_max), dtype=torch.float64)
-    r = run_attack(model, x, attack, hi, **kwargs)
-    best = torch.where(r.flipped.cpu(), r.distance.cpu(), inf)
+                **kwargs, # passed to `run_attack`
+               )->torch.Tensor:
+    "ℓ2 norm [B] (float64, CPU) of the smallest top-1-flipping perturbation `attack` finds (inf where none)."
+    if attack not in ('l2_pgd', 'cw_l2'):
+        raise ValueError(f"flip_radius takes an ℓ2 attack ('l2_pgd' or 'cw_l2'), not {attack!r}")
+    x = x.to(module_like(model)['device'])
+    # the bisection stays on the device; one copy at the end
+    none_found = lambda r: torch.where(r.flipped, r.distance, math.inf)
+    if attack == 'cw_l2': return none_found(run_attack(model, x, 'cw_l2', **kwargs)).cpu()
+    like = dict(dtype=torch.float64, device=x.device)
+    lo, hi = torch.zeros(len(x), **like), torch.full((len(x),), float(eps_max), **like)
+    best = none_found(run_attack(model, x, attack, hi, **kwargs))
     for _ in range(steps):
         mid = (lo + hi) / 2
         r = run_attack(model, x, attack, mid, **kwargs)
-        f, d = r.flipped.cpu(), r.distance.cpu()
-        best = torch.where(f, torch.minimum(best, d), best)
-        lo, hi = torch.where(f, lo, mid), torch.where(f, mid, hi)
-    return best
+        best = torch.where(r.flipped, torch.minimum(best, r.distance), best)
+        lo, hi = torch.where(r.flipped, lo, mid), torch.where(r.flipped, mid, hi)
+    return best.cpu()
 
 # %% ../nbs/03_attacks.ipynb #4451f627
 def attack_amplification_table(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                                eps:dict=None, # radii per attack (default `DEFAULT_EPS`)
-                               **kwargs)->pd.DataFrame: # passed to `run_attack`
+                               **kwargs, # passed to `run_attack`
+                              )->pd.DataFrame:
     "One row per image, attack and radius: amplification, top-1 flip and ‖δ‖₂."
     rows = []
     for attack, radii in (eps or DEFAULT_EPS).items():
         for e in radii:
             r = run_attack(model, x, attack, e, **kwargs)
-            rows += [(b, attack, e, r.amplification[b].item(), bool(r.flipped[b]), r.distance[b].item()) for b in range(len(x))]
+            stats = zip(r.amplification.tolist(), r.flipped.tolist(), r.distance.tolist())
+            rows += [(b, attack, e, *v) for b, v in enumerate(stats)]
     return pd.DataFrame(rows, columns=['image', 'attack', 'eps', 'amplification', 'flipped', 'distance'])

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['AFFINE_TYPES', 'TRANSPARENT_TYPES', 'OFFSET_NAMES', 'SVResult', 'ELEMENTWISE_LIPSCHITZ', 'POOL_TYPES', 'Normalize',
            'is_affine', 'linear_part', 'adjoint', 'dense_matrix', 'seeded_start', 'top_singular_value',
-           'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'operator_norm',
+           'power_iteration', 'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'operator_norm', 'dense_norm',
            'pool_window_counts', 'lipschitz_constant']
 
 # %% ../nbs/00_norms.ipynb #57464c01
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.func import functional_call, vjp
-from .core import check_eval_mode, module_like
+from .core import check_eval_mode, full_precision, module_like
 
 # %% ../nbs/00_norms.ipynb #86c521c3
 class Normalize(nn.Module):
@@ -26,7 +26,9 @@ class Normalize(nn.Module):
         super().__init__()
         self.register_buffer('mean', torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1))
         self.register_buffer('std', torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1))
-    def forward(self, x): return (x - self.mean) / self.std
+    def forward(self, x):
+        "(x - mean) / std, channel by channel."
+        return (x - self.mean) / self.std
 
 # %% ../nbs/00_norms.ipynb #52b48162
 AFFINE_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.ZeroPad2d, Normalize)
@@ -82,13 +84,21 @@ def _tridiagonal(alphas, betas):
     return T
 
 # %% ../nbs/00_norms.ipynb #fea36cd9
+def _host(coefficients:list)->list:
+    "Lanczos coefficients (a list of [B] tensors on any device) as float64 CPU tensors, copied in one transfer."
+    return list(torch.stack(coefficients, 1).double().cpu().unbind(1)) if coefficients else []
+
+def _checks_at(k:int)->bool:
+    "Whether Lanczos solves its tridiagonal problem after step `k` (0-based): every 2 steps up to 8, then every 4."
+    return (k + 1) % (2 if k < 8 else 4) == 0
+
 def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B, *out]
                        rmatvec, # its adjoint: [B, *out] -> [B, *in]
                        v0, # start vectors [B, *in]
                        tol=1e-4, # relative residual on σ² at which an item has converged
                        krylov_dim=40, # Lanczos steps before a restart from the Ritz vector
                        max_applications=4000): # budget of matvec + rmatvec calls
-    "Largest singular value per batch item, by restarted Lanczos on AᵀA; returns `SVResult(sigma [B], vector, applications)`."
+    "Largest singular value per batch item by restarted Lanczos on AᵀA: `SVResult(sigma [B], vector, applications)`."
     shape, q = v0.shape, v0.flatten(1)
     q = q / q.norm(dim=1, keepdim=True)
     Q = q.new_empty(q.shape[0], krylov_dim, q.shape[1])  # the Krylov basis [B, k, n]
@@ -100,21 +110,24 @@ def top_singular_value(matvec, # linear map, block-diagonal over the batch: [B, 
             w = rmatvec(matvec(q.view(shape))).flatten(1)
             applications += 2
             alpha = torch.linalg.vecdot(q, w)
-            alphas.append(alpha.double())
+            alphas.append(alpha)
             w = w.addcmul(alpha[:, None], q, value=-1)  # three-term recurrence, in place from here on
-            if k: w.addcmul_(betas[-1].to(w.dtype)[:, None], Q[:, k - 1], value=-1)
+            if k: w.addcmul_(betas[-1][:, None], Q[:, k - 1], value=-1)
             basis = Q[:, :k + 1]
-            w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)  # one Gram-Schmidt pass
+            # one Gram-Schmidt pass
+            w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)
             beta = w.norm(dim=1)
-            theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
-            top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
-            converged = (beta.double() * s[:, -1]).abs() <= tol * top
-            if converged.all() or applications >= max_applications: break
-            betas.append(beta.double())
+            last = k == krylov_dim - 1 or applications >= max_applications
+            if last or _checks_at(k):  # the small eigenproblem on the CPU, in float64: one copy of 2k numbers per item
+                theta, S = torch.linalg.eigh(_tridiagonal(_host(alphas), _host(betas)))
+                top, s = theta[:, -1].clamp_min(0), S[:, :, -1]
+                converged = (beta.double().cpu() * s[:, -1]).abs() <= tol * top
+                if converged.all() or last: break
+            betas.append(beta)
             q = w.mul_(torch.where(beta > 1e-30, 1 / beta, 0.)[:, None])
-        ritz = torch.bmm(s.to(w.dtype)[:, None, :], Q[:, :k + 1])[:, 0]
+        ritz = torch.bmm(s.to(w)[:, None, :], Q[:, :k + 1])[:, 0]
         if converged.all() or applications >= max_applications:
-            return SVResult(top.sqrt().to(v0.dtype), ritz.view(shape), applications)
+            return SVResult(top.sqrt().to(v0), ritz.view(shape), applications)
         q = ritz / ritz.norm(dim=1, keepdim=True)
 
 # %% ../nbs/00_norms.ipynb #9f8787a2
@@ -123,7 +136,7 @@ def power_iteration(matvec, # linear map, block-diagonal over the batch: [B, *in
                     v0, # start vectors [B, *in]
                     tol=1e-4, # relative residual on σ² at which an item has converged
                     max_applications=20000): # budget of matvec + rmatvec calls
-    "Largest singular value per batch item by plain power iteration on AᵀA (the baseline Lanczos is compared with)."
+    "Largest singular value per batch item by plain power iteration on AᵀA (the baseline of Lanczos)."
     shape, q = v0.shape, v0.flatten(1)
     q = q / q.norm(dim=1, keepdim=True)
     applications = 0
@@ -148,7 +161,7 @@ def constant_key(module:nn.Module, *extra)->str:
     h.update(repr((repr(module), [type(m).__name__ for m in module.modules()], extra)).encode())
     for name, t in [*module.named_parameters(), *module.named_buffers()]:
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        if t.numel(): h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 # %% ../nbs/00_norms.ipynb #8d076390
@@ -172,10 +185,12 @@ def cached(key:str, compute)->float:
 
 # %% ../nbs/00_norms.ipynb #8092c7b9
 @torch.no_grad()
+@full_precision()
 def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
                     input_shape, # shape of one input, without batch
                     tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
-                    **like)->float: # dtype and device of the inputs
+                    **like, # dtype and device of the inputs
+                   )->float:
     "‖A‖₂ of the linear map `fn`, by Lanczos from a seeded random start."
     v0 = seeded_start((1, *input_shape), **like)
     return top_singular_value(fn, adjoint(fn, (1, *input_shape), **like), v0, tol=tol).sigma.item()
@@ -184,15 +199,25 @@ def linear_map_norm(fn, # a linear map of [B, *input_shape] batches
 def operator_norm(module:nn.Module, # affine module (or nn.Sequential of them), eval mode
                   input_shape, # shape of one input, without batch: (C, H, W) or (features,)
                   tol=1e-4, # relative Lanczos residual on σ²; σ is within tol/2
-                  cache=True)->float: # use the memory and disk cache
+                  cache=True, # use the memory and disk cache
+                 )->float:
     "The largest singular value of the linear map `module` applies to inputs of `input_shape` (bias excluded)."
     input_shape = tuple(input_shape)
     compute = lambda: linear_map_norm(linear_part(module), input_shape, tol=tol, **module_like(module))
     return cached(constant_key(module, 'operator_norm', input_shape, tol), compute) if cache else compute()
 
+# %% ../nbs/00_norms.ipynb #db32de42
+def dense_norm(module:nn.Module, # affine module, small enough to materialise
+               input_shape, # shape of one input, without batch
+              )->float:
+    "Reference: the largest singular value of the module's materialised matrix, in float64 (`module` too)."
+    m = module.double()
+    return torch.linalg.svdvals(dense_matrix(linear_part(m), input_shape, dtype=torch.float64))[0].item()
+
 # %% ../nbs/00_norms.ipynb #612af81a
-ELEMENTWISE_LIPSCHITZ = {nn.ReLU: lambda m: 1., nn.ReLU6: lambda m: 1., nn.Hardtanh: lambda m: 1., nn.Tanh: lambda m: 1.,
-                         nn.LeakyReLU: lambda m: max(1., abs(m.negative_slope)), nn.Sigmoid: lambda m: .25}
+ELEMENTWISE_LIPSCHITZ = {nn.ReLU: lambda m: 1., nn.ReLU6: lambda m: 1., nn.Hardtanh: lambda m: 1.,
+                         nn.Tanh: lambda m: 1., nn.LeakyReLU: lambda m: max(1., abs(m.negative_slope)),
+                         nn.Sigmoid: lambda m: .25}
 POOL_TYPES = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 
 # %% ../nbs/00_norms.ipynb #cfcb5a6d
@@ -200,7 +225,7 @@ def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 def _window_counts_1d(n_in, starts_ends)->torch.Tensor:
     "How many windows, given as (positions) per output, contain each of `n_in` input positions."
-    counts = torch.zeros(n_in)
+    counts = torch.zeros(n_in, device='cpu')  # a shape computation: on the CPU, whatever the default device
     for positions in starts_ends:
         for i in positions:
             if 0 <= i < n_in: counts[i] += 1
@@ -208,10 +233,11 @@ def _window_counts_1d(n_in, starts_ends)->torch.Tensor:
 
 # %% ../nbs/00_norms.ipynb #e0fc32a1
 def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
-                       input_shape)->torch.Tensor: # (C, H, W)
+                       input_shape, # (C, H, W)
+                      )->torch.Tensor:
     "Number of pooling windows that contain each input position: [H, W]."
     H, W = input_shape[-2:]
-    Ho, Wo = module(torch.zeros(1, 1, H, W)).shape[-2:]
+    Ho, Wo = module(torch.zeros(1, 1, H, W, device='cpu')).shape[-2:]
     if isinstance(module, nn.AdaptiveMaxPool2d):
         windows = lambda n, no: [range(math.floor(o * n / no), math.ceil((o + 1) * n / no)) for o in range(no)]
         rows, cols = windows(H, Ho), windows(W, Wo)
@@ -226,7 +252,8 @@ def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
 def lipschitz_constant(module:nn.Module, # a layer in eval mode
                        input_shape, # shape of one input, without batch
                        tol=1e-4, # tolerance for affine layers (see `operator_norm`)
-                       cache=True)->float: # use the memory and disk cache
+                       cache=True, # use the memory and disk cache
+                      )->float:
     "ℓ2 Lipschitz constant of `module` on inputs of `input_shape`: exact for every supported layer kind."
     if isinstance(module, TRANSPARENT_TYPES): return 1.
     if is_affine(module): return operator_norm(module, input_shape, tol=tol, cache=cache)

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call
-from .core import image_norms, module_like, require_eval
+from .core import full_precision, image_norms, module_like, require_eval
 
 # %% ../nbs/02_perturbations.ipynb #c42a449e
 PERTURBATIONS = ('gaussian', 'uniform', 'sign')
@@ -20,11 +20,13 @@ PERTURBATIONS = ('gaussian', 'uniform', 'sign')
 # %% ../nbs/02_perturbations.ipynb #747df7f4
 def random_directions(shape, # [N, ...]: N directions of shape [...]
                       kind='gaussian', # one of `PERTURBATIONS`
-                      generator=None)->torch.Tensor: # a seeded `torch.Generator` on the CPU
-    "N random directions [N, ...] of unit ℓ2 norm each (CPU, float64)."
-    if kind == 'gaussian': d = torch.randn(shape, generator=generator, dtype=torch.float64)
-    elif kind == 'uniform': d = torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1
-    elif kind == 'sign': d = torch.randint(0, 2, shape, generator=generator).double() * 2 - 1
+                      generator=None, # a seeded `torch.Generator`; the directions are drawn on its device
+                     )->torch.Tensor:
+    "N random directions [N, ...] of unit ℓ2 norm each (float64, on the generator's device; CPU without one)."
+    like = dict(generator=generator, device=generator.device if generator is not None else 'cpu')
+    if kind == 'gaussian': d = torch.randn(shape, dtype=torch.float64, **like)
+    elif kind == 'uniform': d = torch.rand(shape, dtype=torch.float64, **like) * 2 - 1
+    elif kind == 'sign': d = torch.randint(0, 2, shape, **like).double() * 2 - 1
     else: raise ValueError(f"unknown perturbation kind {kind!r}: choose one of {', '.join(PERTURBATIONS)}")
     return d / image_norms(d).view(-1, *[1] * (d.dim() - 1))
 
@@ -33,24 +35,26 @@ Trials = namedtuple('Trials', 'amplification flipped')  # both [B, n]
 
 # %% ../nbs/02_perturbations.ipynb #b9f6426f
 @torch.no_grad()
+@full_precision()
 def random_trials(model:nn.Module, # classifier in eval mode
                   x:torch.Tensor, # batch [B, C, H, W]
                   eps:float, # relative size ‖δ‖/‖x‖
                   kind='gaussian', # one of `PERTURBATIONS`
                   n=32, # draws per image
                   seed=0, # seed of the directions
-                  batch_size=64)->Trials: # (image, draw) pairs per forward pass
+                  batch_size=64, # (image, draw) pairs per forward pass
+                 )->Trials:
     "Observed amplification [B, n] (float64) and top-1 flips [B, n] under `n` random δ with ‖δ‖ = eps·‖x‖."
     require_eval(model)
     x = x.to(**module_like(model))
     out = model(x)
     top, out_norm, x_norm = out.argmax(1), image_norms(out).double(), image_norms(x).double()
-    g = torch.Generator().manual_seed(seed)
-    pairs = torch.arange(len(x)).repeat_interleave(n)
+    g = torch.Generator(x.device).manual_seed(seed)
+    pairs = torch.arange(len(x), device=x.device).repeat_interleave(n)
     amp, flip = [], []
     for idx in pairs.split(batch_size):
-        d = random_directions((len(idx), *x.shape[1:]), kind, g) * (eps * x_norm[idx].cpu()).view(-1, *[1] * (x.dim() - 1))
-        d = d.to(x.device)
+        size = (eps * x_norm[idx]).view(-1, *[1] * (x.dim() - 1))
+        d = random_directions((len(idx), *x.shape[1:]), kind, g) * size
         xp = x[idx] + d.to(x.dtype)
         yp = model(xp)
         rel_in = image_norms(xp - x[idx]).double() / x_norm[idx]
@@ -64,7 +68,8 @@ def random_amplification(model:nn.Module, # classifier in eval mode
                          eps:float, # relative size ‖δ‖/‖x‖
                          kind='gaussian', # one of `PERTURBATIONS`
                          n=32, # draws per image
-                         seed=0)->torch.Tensor: # seed of the directions
+                         seed=0, # seed of the directions
+                        )->torch.Tensor:
     "Observed amplification (‖Δf‖/‖f‖)/(‖δ‖/‖x‖) [B, n] under `n` random δ of relative size `eps`."
     return random_trials(model, x, eps, kind, n, seed).amplification
 
@@ -74,55 +79,62 @@ def random_amplification_table(model:nn.Module, # classifier in eval mode
                                eps_grid=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), # relative sizes ‖δ‖/‖x‖
                                kinds=PERTURBATIONS, # perturbation kinds
                                n=32, # draws per image, kind and size
-                               seed=0)->pd.DataFrame: # seed of the directions
+                               seed=0, # seed of the directions
+                              )->pd.DataFrame:
     "One row per image, kind and size: max and mean amplification and the share of top-1 flips."
     rows = []
     for kind in kinds:
         for eps in eps_grid:
             t = random_trials(model, x, eps, kind, n, seed)
-            rows += [(b, kind, eps, t.amplification[b].max().item(), t.amplification[b].mean().item(),
-                      t.flipped[b].double().mean().item()) for b in range(len(x))]
-    return pd.DataFrame(rows, columns=['image', 'kind', 'eps', 'max_amplification', 'mean_amplification', 'flip_rate'])
+            stats = zip(t.amplification.max(1).values.tolist(), t.amplification.mean(1).tolist(),
+                        t.flipped.double().mean(1).tolist())
+            rows += [(b, kind, eps, *s) for b, s in enumerate(stats)]
+    return pd.DataFrame(rows, columns=['image', 'kind', 'eps', 'max_amplification', 'mean_amplification',
+                                       'flip_rate'])
 
 # %% ../nbs/02_perturbations.ipynb #255f1340
 @torch.no_grad()
+@full_precision()
 def parameter_trials(model:nn.Module, # classifier in eval mode
                      x:torch.Tensor, # batch [B, C, H, W]
                      names, # parameter names (as in `model.named_parameters()`) perturbed together
                      eps=1e-3, # relative size ‖δP‖_F/‖P‖_F of every named parameter
                      n=8, # draws
-                     seed=0)->torch.Tensor: # seed of the perturbations
-    "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when every named parameter gets a random relative perturbation `eps`."
+                     seed=0, # seed of the perturbations
+                    )->torch.Tensor:
+    "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when each named parameter moves by a random relative `eps`."
     require_eval(model)
     params = dict(model.named_parameters())
     missing = [p for p in names if p not in params]
     if missing: raise KeyError(f"model has no parameters {missing}")
     x = x.to(**module_like(model))
     out = model(x)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(x.device).manual_seed(seed)
     amps = []
     for _ in range(n):
         moved = dict(params)
         for p in names:
             d = random_directions((1, *params[p].shape), 'gaussian', g)[0].to(params[p])
             moved[p] = params[p] + eps * params[p].norm() * d
-        amps.append(image_norms(functional_call(model, moved, (x,)) - out).double() / image_norms(out).double() / eps)
+        moved_out = functional_call(model, moved, (x,))
+        amps.append(image_norms(moved_out - out).double() / image_norms(out).double() / eps)
     return torch.stack(amps, 1)
 
 # %% ../nbs/02_perturbations.ipynb #57f59766
 def parameter_amplification_table(model:nn.Module, # classifier in eval mode
                                   x:torch.Tensor, # batch [B, C, H, W]
-                                  bounds:pd.DataFrame, # `Estimate.parameters` of `x`: image, layer, parameter, kappa
+                                  bounds:pd.DataFrame, # `Estimate.parameters` of `x`
                                   eps=1e-3, # relative size of every perturbation
                                   n=8, # draws per parameter
-                                  seed=0)->pd.DataFrame: # seed of the perturbations
+                                  seed=0, # seed of the perturbations
+                                 )->pd.DataFrame:
     "Per image and parameter (and 'all' together): max observed amplification and its bound κ_P (Σ κ_P for 'all')."
     bounds = bounds.assign(name=bounds.layer + '.' + bounds.parameter)
     names = list(dict.fromkeys(bounds.name))
     rows = []
     for name in names + ['all']:
-        amp = parameter_trials(model, x, names if name == 'all' else [name], eps, n, seed).max(1).values
+        amp = parameter_trials(model, x, names if name == 'all' else [name], eps, n, seed).max(1).values.tolist()
         sel = bounds if name == 'all' else bounds[bounds.name == name]
         bound = sel.groupby('image').kappa.sum()
-        rows += [(b, name, amp[b].item(), bound[b]) for b in bound.index]
+        rows += [(b, name, amp[b], bound[b]) for b in bound.index]
     return pd.DataFrame(rows, columns=['image', 'parameter', 'max_amplification', 'bound'])

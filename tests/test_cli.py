@@ -1,3 +1,4 @@
+"(Bad input to the command line: tests/test_bad_input.py.)"
 import os, subprocess, sys
 from pathlib import Path
 import pandas as pd
@@ -47,10 +48,3 @@ def test_missing_pretrained_weights_exit_2(monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and '--weights untrained' in err[0] and '--weights PATH' in err[0]
-
-
-def test_bad_input_is_one_line(tmp_path):
-    res = run('report', '--data', str(tmp_path/'missing'), '--out', str(tmp_path/'o'))
-    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1 and 'does not exist' in res.stderr
-    res = run('report', '--weights', str(tmp_path/'nope.pt'))
-    assert res.returncode == 1 and 'checkpoint file' in res.stderr and 'Traceback' not in res.stderr
