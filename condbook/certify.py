@@ -83,7 +83,8 @@ def elementwise_constraints(rule:dict, z:torch.Tensor)->Constraints:
 # %% ../nbs/01a_certify.ipynb #60092e14
 def window_constraints(pool:nn.MaxPool2d, # the pooling module
                        v:torch.Tensor, # its input, one image [C, H, W]
-                       constant=None)->Constraints: # bool [C, H, W]: entries with zero gradient on the region
+                       constant=None # bool [C, H, W]: entries with zero gradient on the region
+                      )->Constraints:
     "The constraints of a max-pooling node: in every window the winning entry stays above each other entry."
     if pool.ceil_mode: raise UnsupportedOperationError("max pooling with ceil_mode=True is not in the window table")
     C, H, W = v.shape
@@ -104,7 +105,8 @@ def window_constraints(pool:nn.MaxPool2d, # the pooling module
 # %% ../nbs/01a_certify.ipynb #8a03dcd3
 def krylov_factor(n:int, # dimension of the space Lanczos runs in
                   steps:int, # Lanczos steps from the random start
-                  failure:float)->float: # allowed probability that the bound fails
+                  failure:float # allowed probability that the bound fails
+                 )->float:
     "c ≥ 1 such that ‖A‖ ≤ c·σ_k except with probability `failure` over a uniformly random start (Kuczyński–Woźniakowski)."
     eps = (math.log(1.648 * math.sqrt(n) / failure) / (2 * steps - 1)) ** 2
     return 1 / math.sqrt(1 - eps) if eps < 1 else math.inf
@@ -575,20 +577,23 @@ def certify(model:nn.Module, # piecewise-linear classifier in eval mode
 
 def linear_region_radius(model:nn.Module, # piecewise-linear classifier in eval mode
                          x:torch.Tensor, # batch [B, *input_shape]
-                         **kwargs)->torch.Tensor: # `Certifier` settings
+                         **kwargs # `Certifier` settings
+                        )->torch.Tensor:
     "Certified lower bound [B] on the ℓ2 distance from each image to the nearest change of its activation pattern."
     return torch.tensor(certify(model, x, grid=0, patterns=0, **kwargs)[0].r_lin.values, dtype=torch.float64)
 
 def certified_radius(model:nn.Module, # piecewise-linear classifier in eval mode
                      x:torch.Tensor, # batch [B, *input_shape]
-                     **kwargs)->torch.Tensor: # `certify` settings
+                     **kwargs # `certify` settings
+                    )->torch.Tensor:
     "ℓ2 radius [B] within which the top-1 class of each image provably does not change (up to the stated failure probability)."
     return torch.tensor(certify(model, x, curve=False, patterns=0, **kwargs)[0].radius.values, dtype=torch.float64)
 
 def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
                     x:torch.Tensor, # batch [B, *input_shape]
                     radii, # absolute radii
-                    **kwargs)->torch.Tensor: # `certify` settings
+                    **kwargs # `certify` settings
+                   )->torch.Tensor:
     "U(r) [B, len(radii)]: certified bounds on sup over ‖δ‖ ≤ r of ‖f(x+δ) − f(x)‖/‖δ‖ (inf beyond tracking's reach)."
     _, c = certify(model, x, radii=radii, grid=0, patterns=0, **kwargs)
     out = torch.full((len(x), len(radii)), math.inf, dtype=torch.float64)

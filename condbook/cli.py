@@ -80,10 +80,11 @@ def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.
     (out/'summary.md').write_text(summary_markdown(label, est, per_image, images.skipped))
     return out/'summary.md'
 
-# %% ../nbs/07_cli.ipynb #027508ee
+# %% ../nbs/07_cli.ipynb #29604ab2
 def certified_columns(net, # piecewise-linear classifier
                       x:torch.Tensor, # batch of images
-                      lipschitz:float)->list: # the estimator's global bound L_f
+                      lipschitz:float # the estimator's global bound L_f
+                     )->list:
     "Per image: r_lin, the certified radius of `condbook.certify` (no tracking past r_lin, at most 256 exact gradient norms per search) and today's m/(√2 L_f), as dicts."
     per, _ = certify_images(net, x, lipschitz=lipschitz, grid=0, curve=False, patterns=0, groups=4, max_exact=256, chunk=16)
     return [dict(r_lin=r.r_lin, certified_radius=r.radius, global_certified_radius=r.margin / (math.sqrt(2) * lipschitz),
