@@ -91,7 +91,8 @@ def certified_columns(net, # piecewise-linear classifier
                  jacobian_upper=r.jacobian_upper) for r in per.itertuples()]
 
 # %% ../nbs/07_cli.ipynb #3bfa665a
-def summary_markdown(label, est, per_image, unreadable)->str: # unreadable: (file, reason) pairs
+def summary_markdown(label, est, per_image, unreadable, # (file, reason) pairs of the skipped files
+                    )->str:
     "A short Markdown summary of a report, linking its tables and figures."
     q = per_image[['local_condition', 'activation_bound', 'K']].describe(percentiles=[.5]).loc[['min', '50%', 'max']]
     gap = (per_image.K / per_image.local_condition).median()
@@ -192,7 +193,8 @@ def experiment(out:str='experiment', # output folder (a rerun resumes it)
                device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
                rank:Int(0)=None, # shard of this process (default: torchrun's RANK, else 0)
                world_size:Int(1)=None, # number of shards (default: torchrun's WORLD_SIZE, else 1)
-               **config)->str: # `ExperimentConfig` fields (each one an option of its own on the command line)
+               **config, # `ExperimentConfig` fields (each one an option of its own on the command line)
+              )->str:
     "Run or resume the tightness study (`condbook.experiment`) into `out`; return what to print."
     summary = run_experiment(ExperimentConfig(**config), out, limit, device, rank, world_size)
     return f'wrote {summary}' if summary else f'this shard is done; the last rank to finish writes {out}/summary.md'

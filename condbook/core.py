@@ -179,7 +179,9 @@ class Option:
         except (TypeError, ValueError, OverflowError): x = None
         if x is None or not self.ok(x): raise InputError(f'{name}: expected {self.what}, got {v!r}')
         return x
-    def ok(self, x): return True
+    def ok(self, x):
+        "Whether the converted value `x` keeps the rule."
+        return True
     def __repr__(self): return self.what
 
 class Int(Option):
@@ -189,9 +191,12 @@ class Int(Option):
         self.what = 'an integer' + (f' in {lo}..{hi}' if lo is not None and hi is not None else f' ≥ {lo}' if lo is not None else
                                     f' ≤ {hi}' if hi is not None else '')
     def convert(self, v):
+        "`v` as an int (None where it is not one)."
         if isinstance(v, bool) or isinstance(v, float) and not v.is_integer(): return None
         return int(v.strip() if isinstance(v, str) else v)
-    def ok(self, x): return (self.lo is None or x >= self.lo) and (self.hi is None or x <= self.hi)
+    def ok(self, x):
+        "Within `lo`..`hi`."
+        return (self.lo is None or x >= self.lo) and (self.hi is None or x <= self.hi)
 
 class Float(Option):
     "A finite number, above `gt` and below `lt` where given."
@@ -199,13 +204,19 @@ class Float(Option):
         self.gt, self.lt = gt, lt
         self.what = 'a number' + (f' in ({gt:g}, {lt:g})' if gt is not None and lt is not None else
                                   f' > {gt:g}' if gt is not None else f' < {lt:g}' if lt is not None else '')
-    def convert(self, v): return None if isinstance(v, bool) else float(v)
-    def ok(self, x): return math.isfinite(x) and (self.gt is None or x > self.gt) and (self.lt is None or x < self.lt)
+    def convert(self, v):
+        "`v` as a float (None for a bool)."
+        return None if isinstance(v, bool) else float(v)
+    def ok(self, x):
+        "Finite, above `gt` and below `lt`."
+        return math.isfinite(x) and (self.gt is None or x > self.gt) and (self.lt is None or x < self.lt)
 
 class Choice(Option):
     "One of `values` (strings)."
     def __init__(self, *values): self.values, self.what = values, 'one of ' + ', '.join(map(str, values))
-    def convert(self, v): return v if v in self.values else None
+    def convert(self, v):
+        "`v` if it is one of the values (None otherwise)."
+        return v if v in self.values else None
 
 class Many(Option):
     "A non-empty tuple of distinct values, each checked by `item` (on the command line: one or more words)."
@@ -218,7 +229,8 @@ class Many(Option):
         return vs
 
 def check_options(fn, # a function or a dataclass whose annotations hold `Option`s
-                  values:dict)->dict: # values by parameter name (None: not given)
+                  values:dict, # values by parameter name (None: not given)
+                 )->dict:
     "`values` converted and checked by `fn`'s `Option` annotations (others pass unchanged); raises `InputError` naming the first bad one."
     annos = {f.name: f.type for f in dataclasses.fields(fn)} if dataclasses.is_dataclass(fn) else inspect.signature(fn).parameters
     annos = {k: getattr(a, 'annotation', a) for k, a in annos.items()}

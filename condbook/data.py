@@ -114,7 +114,8 @@ SAMPLE_PHOTOS = {'chelsea': 'n02123045', 'coffee': 'n07920052', 'rocket': 'n0409
                  'hubble_deep_field': -1, 'immunohistochemistry': -1}
 
 # %% ../nbs/06_data.ipynb #df0681f7
-def sample_images(limit:Int(1)=None)->ImageSet: # at most this many photographs
+def sample_images(limit:Int(1)=None, # at most this many photographs
+                 )->ImageSet:
     "Real colour photographs that ship with scikit-image, labelled with an ImageNet class where one fits (-1 else)."
     import skimage
     folder = Path(skimage.data.__file__).parent

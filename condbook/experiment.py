@@ -140,7 +140,9 @@ def read_rows(path:Path)->list:
                           'their measurements are redone by the next run', ResultsWarning)
     return rows
 
-def row_key(row:dict)->tuple: return tuple(row[k] for k in KEY)
+def row_key(row:dict)->tuple:
+    "The key of a row: (file, sha, measurement, eps)."
+    return tuple(row[k] for k in KEY)
 
 # %% ../nbs/08_experiment.ipynb #8635f452
 class ResultsFile:
@@ -261,7 +263,8 @@ def write_manifest(out:Path, # the run folder
 
 def census(rows:list, # the rows already in the run folder
            pairs:list, # (file, sha) of each image of this run
-           listed:list)->dict: # every file now in the data folder (beyond `limit` too)
+           listed:list, # every file now in the data folder (beyond `limit` too)
+          )->dict:
     "How this run's images compare with the rows there: new, changed, measured before (and how many of those unreadable), gone."
     shas, bad = {}, {(r['file'], r['sha']) for r in rows if r['measurement'] == 'unreadable'}
     for r in rows: shas.setdefault(r['file'], set()).add(r['sha'])
@@ -615,7 +618,8 @@ def summarize(out, # experiment output folder
 
 # %% ../nbs/08_experiment.ipynb #dc8a33c5
 def migrate_results(out, # a run folder whose rows are keyed by image index (condbook before rows were keyed by file)
-                    data=None)->dict: # the image folder it measured, still holding its images (they are hashed); None: scikit-image's photographs
+                    data=None, # the image folder it measured, still holding its images (they are hashed); None: scikit-image's photographs
+                   )->dict:
     "Key the rows of the run in `out` by file and content hash, in place; write files.json and reduce config.json's data to its name."
     out = Path(out)
     saved = _read_json(out/'config.json', "a condbook experiment's config.json") if (out/'config.json').exists() else None

@@ -38,7 +38,8 @@ class Classifier(nn.Sequential):
 
 # %% ../nbs/05_models.ipynb #aefc384a
 def to_rgb(im:Image.Image, # a PIL image of any mode
-           short:int=None)->Image.Image: # the short side it will be resized to: refuse it if the long side would then be huge
+           short:int=None, # the short side it will be resized to: refuse it if the long side would then be huge
+          )->Image.Image:
     "`im` as 8-bit RGB; 16-bit grayscale is scaled to 8 bits, pixels without a standard range (32-bit integers, floats) are refused."
     if short and short * round(max(im.size) * short / min(im.size)) > Image.MAX_IMAGE_PIXELS:
         raise InputError(f'{im.size[0]}×{im.size[1]} pixels: resized to a short side of {short} it would exceed PIL\'s pixel limit '
@@ -165,7 +166,8 @@ def resolve_device(device='auto')->str:
     return device
 
 def check_size(model:str, # one of `MODELS`
-               size:int)->int: # input crop H = W
+               size:int, # input crop H = W
+              )->int:
     "`size`, if network `model` accepts inputs of that size, else `InputError` saying the smallest it accepts."
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE[model]:
         raise InputError(f'size {size!r}: {model} needs an input of at least {MIN_SIZE[model]}×{MIN_SIZE[model]} pixels '

@@ -21,7 +21,7 @@ class Ctx:
 
 
 def test_every_measurement_on_the_data_device():
-    cfg = ExperimentConfig(size=16, **{**QUICK, 'flip_steps': 1})
+    cfg = ExperimentConfig(model='resnet18', weights='untrained', size=16, **{**QUICK, 'flip_steps': 1})  # the config's model is not loaded
     net = small_classifier()  # parameters on the CPU (module constructors use the default device)
     x, y = torch.rand(2, 3, 16, 16), torch.tensor([0, 1])
     plan = cfg.measurements()
