@@ -91,7 +91,8 @@ def _round_mantissa_fp32(t:torch.Tensor, man_bits:int)->torch.Tensor:
     return r.add_(b).add_((1 << (s - 1)) - 1).bitwise_and_(~((1 << s) - 1)).view(torch.float32)
 
 def round_float(t:torch.Tensor, fmt:Float,
-                native=True)->torch.Tensor: # a named format on float32 data: PyTorch's own cast (the same numbers, one pass)
+                native=True, # a named format on float32 data: PyTorch's own cast (the same numbers, one pass)
+               )->torch.Tensor:
     "`t` rounded to nearest (ties to even) in `fmt` by `frexp`/`ldexp`, exactly (float32 holds every step of formats within it)."
     if native and t.dtype == torch.float32 and not _wide(fmt) and fmt in _NATIVE: return t.to(_NATIVE[fmt]).to(t.dtype)
     if t.dtype == torch.float32 and fmt.exp_bits == 8 and fmt.max_value is None: return _round_mantissa_fp32(t, fmt.man_bits)
@@ -602,7 +603,8 @@ def sample_sensitivity(est:Estimator, x:torch.Tensor, # the images [B, C, H, W]
                        biases=True, # whether biases (and BatchNorm parameters) are rounded
                        calibration:Calibration=None, # static ranges: adds the activation family 'static'
                        families=None, # only these (part, family) pairs (default: all)
-                       chunk=None)->dict: # images per backward pass (default: by memory)
+                       chunk=None, # images per backward pass (default: by memory)
+                      )->dict:
     "{(part, family): [B, D, T]}: Σ σ_i² (∂(u·f)/∂t_i)² per image, direction u and rounded tensor (T: the points, or the parameters of `modules`)."
     folds, mods = folds or {}, rounded_tensors(est, modules, biases)
     param_weights = {(name, p): VarianceWeights(getattr(m, p), exp_bits, False, fold=folds.get(name) if p == 'weight' else None)
@@ -921,7 +923,8 @@ def weight_sensitivities(ro:Roundoff, # the analysis at a batch (of calibration 
                          probe_bits=16, # bound: the width at which the linear coefficient is read off
                          per_channel=False, # fixed-point weights: one scale per output channel
                          act=None, # statistical: the activations' format (None: float)
-                         labels=None, samples=32, seed=0)->pd.DataFrame: # hessian: Hutchinson's estimator
+                         labels=None, samples=32, seed=0, # hessian: Hutchinson's estimator
+                        )->pd.DataFrame:
     "Per rounded module: parameter count and sensitivity for `method` (what `allocate_bits` needs in `attrs`)."
     if method not in ALLOCATIONS: raise ValueError(f"unknown allocation method {method!r}: choose one of {', '.join(ALLOCATIONS)}")
     names = list(ro.rounded)
@@ -1032,7 +1035,8 @@ def allocate_bits(sens:pd.DataFrame, # `weight_sensitivities`, or a `Roundoff` a
 def compare_allocation(ro:Roundoff, # the analysis at the evaluation images
                        allocations:dict, # {label: bits per module (`allocate_bits`)}
                        per_channel=True, # fixed-point weights: one scale per output channel
-                       act_bits=None)->pd.DataFrame: # activations' width (None: float)
+                       act_bits=None, # activations' width (None: float)
+                      )->pd.DataFrame:
     "Per allocation: its size, and the agreement predicted and measured, the measured error and the bound (medians)."
     sizes = {n: sum(p.numel() for p in (m.weight, None if ro.deployed else m.bias) if p is not None) for n, m in ro.rounded.items()}
     target, rows = 'weights' if act_bits is None else 'both', []
@@ -1256,7 +1260,8 @@ def bitwidth_study(est:Estimator, # the network (its estimator)
                    tensor_widths=(4, 6, 8), # the widths at which per-tensor weights are measured too
                    budgets=(4, 5, 6), act_bits=8, # allocation budgets (bits per weight), activations with the allocations
                    act_calibration='max', # calibration of the activations with the allocations
-                   lo=2, hi=8, batch_size=16, hessian_images=64, hessian_samples=64, progress=True)->dict: # Hutchinson: few samples give negative traces
+                   lo=2, hi=8, batch_size=16, hessian_images=64, hessian_samples=64, progress=True, # Hutchinson: few samples give negative traces
+                  )->dict:
     "Predicted and measured agreement of the deployed formats and of four mixed-precision allocations; `study_tables` of the results."
     out = Path(out); (out/'rows').mkdir(parents=True, exist_ok=True)
     names = list(names) if names is not None else [str(i) for i in range(len(x))]

@@ -18,9 +18,9 @@ from fastcore.docments import docments
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-PUBLIC = ['operator_norm', 'Estimator', 'local_condition', 'random_amplification', 'attack_amplification', 'predict_bits',
+PUBLIC = ['operator_norm', 'Estimator', 'local_condition', 'certify', 'random_amplification', 'attack_amplification', 'predict_bits',
           'measure_bits']
-MATH_PAGES = ['00_norms', '01_estimator', '02_perturbations', '03_attacks', '04_bitwidth']
+MATH_PAGES = ['00_norms', '01_estimator', '01a_certify', '02_perturbations', '03_attacks', '04_bitwidth']
 EXPERIMENTS = ['experiments/alexnet_imagenet', 'experiments/vgg19_imagenet', 'experiments/efficientnet_lite0_imagenet']
 NOTEBOOKS = sorted(p.relative_to(NBS).as_posix() for p in NBS.glob('**/[0-9a-z]*.ipynb'))
 # signatures whose last parameter's comment sits on the return annotation (`)->T: # …`), in notebooks that other work is
@@ -137,9 +137,9 @@ def site(tmp_path_factory):
 
 def test_preview_lists_every_notebook_in_sidebar_order(site):
     _, pages = site
-    assert pages[:6] == ['index.html', '00_norms.html', '01_estimator.html', '02_perturbations.html', '03_attacks.html',
-                         '04_bitwidth.html']
-    assert pages[6:9] == [e + '.html' for e in EXPERIMENTS] and pages[-1] == '07_cli.html'
+    assert pages[:7] == ['index.html', '00_norms.html', '01_estimator.html', '01a_certify.html', '02_perturbations.html',
+                         '03_attacks.html', '04_bitwidth.html']
+    assert pages[7:10] == [e + '.html' for e in EXPERIMENTS] and pages[-1] == '07_cli.html'
     assert sorted(p.replace('.html', '.ipynb') for p in pages) == NOTEBOOKS
 
 

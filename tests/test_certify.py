@@ -1,0 +1,186 @@
+"""condbook.certify against answers computed independently on tiny networks: the exact region radius and decision distance
+(dense Jacobians of the pre-activations, read off the modules, not the certifier's graph), the exact flip distance of 2-D
+networks (rays), sampling inside the certified ball, and U(r) above brute force."""
+import math
+import pytest, torch
+import torch.nn.functional as F
+from torch import nn
+from condbook.certify import Certifier, certify, certified_radius, linear_region_radius, lipschitz_curve, plot_curve
+from condbook.estimator import UnsupportedOperationError
+
+
+class Tiny(nn.Module):
+    "conv → ReLU → 2×2 max pool → conv → ReLU6 (+ skip) → linear → ReLU → linear; `parts` returns every nonlinearity's input."
+    def __init__(self, c=3, side=6, classes=4):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(c * (side // 2) ** 2, 10), nn.Linear(10, classes)
+        self.relu, self.pool, self.relu6 = nn.ReLU(), nn.MaxPool2d(2), nn.ReLU6()
+        with torch.no_grad(): self.conv2.weight.mul_(8); self.conv2.bias.add_(3)   # ReLU6 entries on all three pieces
+    def parts(self, x):
+        z1 = self.conv1(x); v = self.relu(z1); h = self.pool(v)
+        z2 = self.conv2(h); g = self.relu6(z2) + h
+        z3 = self.fc1(g.flatten(1))
+        return dict(z1=z1, v=v, z2=z2, z3=z3), self.fc2(self.relu(z3))
+    def forward(self, x): return self.parts(x)[1]
+
+
+def tiny(seed, side=6):
+    torch.manual_seed(seed)
+    return Tiny(side=side).eval(), torch.rand(1, 1, side, side)
+
+
+def exact_distances(net, x):
+    "(exact ℓ2 distance to the nearest activation-pattern change, exact distance to the decision boundary of the affine piece), from dense Jacobians."
+    x = x.double()
+    net = net.double()
+    parts = lambda y: net.parts(y[None].view(1, *x.shape[1:]))[0]
+    flat = x.flatten()
+    jac = torch.func.jacrev(lambda y: {k: v.flatten() for k, v in parts(y).items()})(flat)
+    val = {k: v.flatten() for k, v in parts(flat).items()}
+    ratio = lambda d, g: torch.where(g.norm(dim=1) > 0, d / g.norm(dim=1), math.inf)
+    dists = [ratio(val['z1'].abs(), jac['z1']), ratio(val['z3'].abs(), jac['z3']),
+             ratio(torch.minimum(val['z2'].abs(), (val['z2'] - 6).abs()), jac['z2'])]
+    C, H, W = net.parts(x)[0]['v'].shape[1:]        # 2×2 windows of v: the winner against each other entry
+    idx = torch.arange(C * H * W).view(C, H // 2, 2, W // 2, 2).permute(0, 1, 3, 2, 4).reshape(-1, 4)
+    vv, gv = val['v'][idx], jac['v'][idx]           # [windows, 4], [windows, 4, n]
+    a = vv.argmax(1)
+    for j in range(4):
+        other = a != j
+        diff = gv[torch.arange(len(a)), a] - gv[:, j]
+        gap = vv[torch.arange(len(a)), a] - vv[:, j]
+        dists.append(ratio(gap, diff)[other])
+    J = torch.func.jacrev(lambda y: net(y.view(1, *x.shape[1:])).flatten())(flat)
+    logits = net(x).flatten()
+    c = logits.argmax()
+    dec = min(((logits[c] - logits[j]) / (J[c] - J[j]).norm()).item() for j in range(len(logits)) if j != c)
+    net.float()
+    return torch.cat(dists).min().item(), dec
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_region_and_decision_distance_against_dense_jacobians(seed):
+    net, x = tiny(seed)
+    exact_r, exact_dec = exact_distances(net, x)
+    per, _ = certify(net, x, grid=0, patterns=0)
+    r = per.iloc[0]
+    assert 0 < r.r_lin_layer <= r.r_lin <= exact_r and exact_r <= 10 * r.r_lin
+    assert r.r_lin_sharp and r.r_lin == pytest.approx(exact_r, rel=1e-6)     # enough budget: the exact minimum
+    assert 0 < r.r_decision <= exact_dec and r.r_decision == pytest.approx(exact_dec, rel=1e-6)
+    assert r.radius_affine == min(r.r_lin, r.r_decision)
+    assert r.jacobian_lower <= r.jacobian_upper <= 1.2 * r.jacobian_lower
+
+
+def test_budget_keeps_the_bound_below():
+    "With almost no exact gradient norms the region radius is the cheap per-layer bound: still below the exact one."
+    net, x = tiny(3)
+    exact_r, _ = exact_distances(net, x)
+    r = certify(net, x, grid=0, patterns=0, max_exact=1)[0].iloc[0]
+    assert r.r_lin <= exact_r and r.r_lin_layer <= r.r_lin
+
+
+def pattern(net, X):
+    "The activation pattern of each input of a batch, as one bool tensor per input (pieces and max-pool winners)."
+    parts, _ = net.parts(X)
+    z2 = parts['z2'].flatten(1)
+    win = F.max_pool2d(parts['v'], 2, return_indices=True)[1].flatten(1)
+    return torch.cat([parts['z1'].flatten(1) > 0, z2 > 0, z2 > 6, parts['z3'] > 0, F.one_hot(win, parts['v'][0].numel()).flatten(1) > 0], 1)
+
+
+def test_nothing_changes_inside_the_certified_ball():
+    "Random points on the sphere of radius r_lin keep x's pattern (checked with the modules, not the certifier); the certifier's attack breaks the region just past its exact distance."
+    net, x = tiny(4)
+    net = net.double()
+    x = x.double()
+    cert = Certifier(net, tuple(x.shape[1:]))
+    p = cert.point(x)
+    bounds, (_, j_up, _) = cert.norm_bounds(p)
+    r_lin = cert.region(p, bounds, j_up)['r_lin']
+    d = torch.randn(4000, *x.shape[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for scale in (1 - 1e-9, .5, .1):
+        y = x + scale * r_lin * d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        with torch.no_grad(): assert (pattern(net, y) == pattern(net, x)).all()
+    found = cert.pattern_search(p, bounds, r_lin * (1 - 1e-9), samples=64)
+    assert found['random_breaks'] == found['attack_breaks'] == 0 and found['past_kink_breaks'] == found['attacks'] > 0
+    steps, dists = cert.closest(p, bounds, k=1)                      # the closest kink, at 1.001 × r_lin, changes the pattern
+    assert dists[0].item() == pytest.approx(r_lin, rel=1e-6)
+    with torch.no_grad(): assert (pattern(net, x + 1.001 * r_lin * steps[:1]) != pattern(net, x)).any()
+
+
+def mlp(seed, widths=(2, 10, 10, 3)):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]): layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double().eval()
+
+
+def first_change_along_rays(f, x, reach, angles=360, steps=1500):
+    "Per ray from x (2-D), the first radius ≤ reach where f(x + r·u) differs from f(x), refined by bisection; the minimum over rays (inf if none)."
+    t = torch.linspace(0, 2 * math.pi, angles + 1, dtype=torch.float64)[:-1]
+    u = torch.stack([t.cos(), t.sin()], 1)
+    rs = torch.linspace(0, reach, steps + 1, dtype=torch.float64)[1:]
+    base = f(x[None])
+    with torch.no_grad():
+        moved = torch.stack([(f(x + r * u) != base).any(1) for r in rs], 1)             # [angles, steps]
+    hit = moved.any(1)
+    if not hit.any(): return math.inf
+    k = moved.float().argmax(1)
+    lo, hi = torch.where(k > 0, rs[(k - 1).clamp_min(0)], 0.), rs[k]
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        with torch.no_grad(): ch = (f(x + mid[:, None] * u) != base).any(1)
+        lo, hi = torch.where(ch, lo, mid), torch.where(ch, mid, hi)
+    return hi[hit].min().item()
+
+
+def test_two_dimensional_exact_distances():
+    "2-D inputs: the exact distances to the nearest pattern change and to the nearest class change, by dense rays and bisection."
+    flips = []
+    for seed in range(8):
+        net, x = mlp(seed), torch.rand(2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        lin = [m for m in net if isinstance(m, nn.Linear)]
+        def acts(y):
+            out = []
+            for m in lin[:-1]:
+                y = m(y); out.append(y > 0); y = y.relu()
+            return torch.cat(out, -1)
+        r = certify(net, x[None], curve=False, patterns=0)[0].iloc[0]
+        exact_lin = first_change_along_rays(acts, x, 2 * r.r_lin)
+        assert r.r_lin <= exact_lin * (1 + 1e-6) and exact_lin <= 10 * r.r_lin
+        flip = first_change_along_rays(lambda y: net(y).argmax(-1, keepdim=True), x, 20 * r.radius)
+        assert r.radius <= flip * (1 + 1e-6)                                      # never above the exact distance
+        flips.append(flip / r.radius)
+    # within 10× on most: a class region can be far (or unbounded) where tracking stops certifying
+    assert sorted(flips)[len(flips) // 2] <= 10 and sum(f <= 10 for f in flips) >= 6, flips
+
+
+def test_u_above_brute_force():
+    "U(r) ≥ the amplification of 20 000 random points on the sphere and of gradient ascent, from r_lin to 100 r_lin."
+    net, x = tiny(5)
+    per, curve = certify(net, x, grid=15, patterns=0)
+    r_lin = per.r_lin[0]
+    assert curve.tracked.all() and (curve.U >= curve.attack).all() and len(curve) == 15
+    assert curve.U[0] == pytest.approx(per.jacobian_upper[0])                  # at r_lin: the certified ‖J‖
+    d = torch.randn(20000, *x.shape[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    d /= d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    net64, x64 = net.double(), x.double()
+    with torch.no_grad():
+        f0 = net64(x64)
+        for row in curve.itertuples():
+            brute = ((net64(x64 + row.radius * d) - f0).norm(dim=1) / row.radius).max().item()
+            assert row.U >= brute
+    assert curve.radius.max() >= 100 * r_lin * (1 - 1e-9)
+    assert len(plot_curve(curve, per.r_lin).axes[1].lines) == 2                   # the ratio of the one image and the 10× line
+
+
+def test_functions_and_refusals():
+    net, x = tiny(6)
+    x2 = torch.cat([x, torch.rand_like(x)])
+    r_lin, radius = linear_region_radius(net, x2), certified_radius(net, x2, grid=4)
+    assert r_lin.shape == radius.shape == (2,) and (r_lin > 0).all() and (radius > 0).all()
+    U = lipschitz_curve(net, x2, [r_lin.min().item() / 2])
+    assert U.shape == (2, 1) and torch.isfinite(U).all()
+    with pytest.raises(UnsupportedOperationError, match='not piecewise linear'):
+        Certifier(nn.Sequential(nn.Flatten(), nn.Linear(36, 4), nn.Sigmoid()).eval(), (1, 6, 6))
+    with pytest.raises(ValueError, match='shape'): Certifier(net, (1, 6, 6)).point(torch.rand(1, 1, 5, 5))
+    with pytest.raises(ValueError, match='NaN'): certify(net, x * math.nan)
