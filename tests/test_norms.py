@@ -1,8 +1,9 @@
 import math
 import pytest, torch
 from torch import nn
-from condbook.norms import (Normalize, _memory_cache, cache_dir, dense_matrix, linear_part, lipschitz_constant,
-                            operator_norm, pool_window_counts, power_iteration, top_singular_value)
+from condbook.norms import (Normalize, _memory_cache, cache_dir, dense_matrix, linear_part, operator_norm, power_iteration,
+                            top_singular_value)
+from condbook.ops import lipschitz_constant, pool_window_counts
 
 
 def dense_norm(module, shape):
