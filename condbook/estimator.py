@@ -25,7 +25,7 @@ class _LayerTracer(fx.Tracer):
     "An fx tracer that keeps every module the registry knows as one node."
     def is_leaf_module(self, m, qualname): return lookup('call_module', m) is not None or super().is_leaf_module(m, qualname)
 
-# %% ../nbs/01_estimator.ipynb #a06de37e
+# %% ../nbs/01_estimator.ipynb #aacd2492
 _OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                  operator.itruediv: operator.truediv, torch.relu_: torch.relu, F.relu_: F.relu, F.hardtanh_: F.hardtanh,
                  F.leaky_relu_: F.leaky_relu}
@@ -63,7 +63,7 @@ def trace(model:nn.Module)->fx.GraphModule:
     gm.recompile()
     return gm
 
-# %% ../nbs/01_estimator.ipynb #fd2fe6a2
+# %% ../nbs/01_estimator.ipynb #94272972
 def _recorder(gm:fx.GraphModule):
     "A generated module returning every node's value (as fast as the forward pass itself), and the nodes in order."
     rec = getattr(gm, '_condbook_recorder', None)
@@ -81,7 +81,7 @@ def record(gm:fx.GraphModule, x:torch.Tensor)->dict:
     module, nodes = _recorder(gm)
     with torch.no_grad(): return {**dict(zip(nodes, module(x))), **{n: None for n in gm.graph.nodes if n.op == 'output'}}
 
-# %% ../nbs/01_estimator.ipynb #9038e69d
+# %% ../nbs/01_estimator.ipynb #4efc54c5
 def _has_tensors(v): return isinstance(v, torch.Tensor) or (isinstance(v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v))
 
 def fuse_items(gm:fx.GraphModule, env:dict)->bool:
@@ -101,7 +101,7 @@ def fuse_items(gm:fx.GraphModule, env:dict)->bool:
     if changed: gm.recompile()
     return changed
 
-# %% ../nbs/01_estimator.ipynb #d16a6477
+# %% ../nbs/01_estimator.ipynb #9d807912
 def _varying_inputs(node:fx.Node, varying:set)->list:
     "The argument nodes of `node` that vary with the input, in argument order, each use counted."
     out = []
@@ -122,7 +122,7 @@ def _target(node:fx.Node, gm:fx.GraphModule):
     if node.op == 'call_module': m = gm.get_submodule(t); return node.op, m, m
     return node.op, t, None
 
-# %% ../nbs/01_estimator.ipynb #47d23160
+# %% ../nbs/01_estimator.ipynb #b2a16c93
 def node_role(node:fx.Node, # a node of `gm`, in topological order
               gm:fx.GraphModule,
               env:dict, # recorded values of every node
@@ -150,7 +150,7 @@ def node_role(node:fx.Node, # a node of `gm`, in topological order
     node.meta['role'] = role
     return role
 
-# %% ../nbs/01_estimator.ipynb #268a9c49
+# %% ../nbs/01_estimator.ipynb #8955d58a
 def resolve(gm:fx.GraphModule, # a traced network
             x:torch.Tensor)->dict: # an input [B, *input_shape]
     "Record `gm` at `x`, fuse tuple items, and resolve every node against the registry; the recorded values."
@@ -330,7 +330,7 @@ class Estimate:
         self._per_layer = self._activation = self._parameters = None
     def _keep(self): return [b for b in range(len(self.x_norm)) if b not in self.skipped]
 
-# %% ../nbs/01_estimator.ipynb #c902456b
+# %% ../nbs/01_estimator.ipynb #9ec40ec6
 @patch(as_prop=True)
 def per_layer(self:Estimate)->pd.DataFrame:
     "κ_ℓ = L_ℓ‖x_{ℓ-1}‖/‖x_ℓ‖ per image and layer (columns image, layer, kappa)."
@@ -346,7 +346,7 @@ def per_layer(self:Estimate)->pd.DataFrame:
                                         'kappa': kappa.flatten().numpy()})
     return self._per_layer
 
-# %% ../nbs/01_estimator.ipynb #55a75469
+# %% ../nbs/01_estimator.ipynb #32f6aa0b
 @patch(as_prop=True)
 def activation_bound(self:Estimate)->torch.Tensor:
     "Activation-aware bound [B]: local piece Jacobian norms and local join weights combined like L_f, times ‖x‖/‖f(x)‖."
@@ -358,7 +358,7 @@ def activation_bound(self:Estimate)->torch.Tensor:
         self._activation = torch.where(self.mask, math.nan, walk * self.x_norm / self.out_norm)
     return self._activation
 
-# %% ../nbs/01_estimator.ipynb #6ab79785
+# %% ../nbs/01_estimator.ipynb #8695bfa1
 @patch(as_prop=True)
 def parameters(self:Estimate)->pd.DataFrame:
     "κ per image, layer and parameter: relative output change per relative (Frobenius) change of that parameter."
@@ -408,7 +408,7 @@ class Estimator:
             l.lipschitz = self._layer_constant(l)
         self._walk()
 
-# %% ../nbs/01_estimator.ipynb #44e779a8
+# %% ../nbs/01_estimator.ipynb #1026c64e
 @patch
 def _linear_part(self:Estimator, m):
     if m not in self._linear: self._linear[m] = linear_part(m)
@@ -441,7 +441,7 @@ def _layer_constant(self:Estimator, l:Layer)->float:
     compute = lambda: linear_map_norm(self.layer_map(l, self.env), shape, tol=self.tol, **self.like)
     return cached(self._cache_key(l.nodes, shape), compute) if self.cache else compute()
 
-# %% ../nbs/01_estimator.ipynb #23846d59
+# %% ../nbs/01_estimator.ipynb #786c0cea
 @patch
 def reach(self:Estimator, a:fx.Node, lip:float)->Reach:
     "What operand `a` (with constant `lip` from the input) can be for inputs in the box: centre value, radius, entry bounds."
@@ -451,36 +451,96 @@ def reach(self:Estimator, a:fx.Node, lip:float)->Reach:
         call = rep.meta['call']
         bound, slices = call.op.output_bound(call), call.op.slice_bound(call)
         if not all(n.meta['call'].op.keeps_layout for n in path): slices = None
-    return Reach(self.env[a], _times(lip, self.box_radius), bound, slices)
+    lo, hi = self._iv.get(a, (None, None))
+    return Reach(self.env[a], _times(lip, self.box_radius), bound, slices, lo, hi)
+
+@patch
+def _interval(self:Estimator, n:fx.Node)->tuple:
+    "(lo, hi) of every entry of node `n` for inputs in the box, from its inputs' intervals by its entry's rule (±∞ without one)."
+    call, v = n.meta['call'], self.env[n]
+    out = call.op.interval(call, self._iv)
+    if out is None: return torch.full_like(v, -math.inf), torch.full_like(v, math.inf)
+    lo, hi = (torch.as_tensor(t, dtype=v.dtype, device=v.device).expand_as(v) for t in out)
+    return torch.nan_to_num(lo, nan=-math.inf, posinf=math.inf), torch.nan_to_num(hi, nan=math.inf, neginf=-math.inf)
+
+@patch
+def _intervals_until(self:Estimator, node:fx.Node):
+    "Interval bounds of every node up to `node` in graph order, freeing those no later node reads."
+    while node not in self._iv:
+        n = next(self._pending)
+        self._iv[n] = self._interval(n)
+        for a in set(n.meta['call'].inputs):
+            self._readers[a] -= 1
+            if self._readers[a] == 0 and a is not self.input_node: del self._iv[a]
+
+@patch
+def _tighten(self:Estimator, node:fx.Node, lip:float):
+    "Intersect the interval of `node` with the ball its constant `lip` gives: within lip·r of its value at the box's centre."
+    if node in self._iv:
+        c, rho = self.env[node], _times(lip, self.box_radius)
+        lo, hi = self._iv[node]
+        self._iv[node] = torch.maximum(lo, c - rho), torch.minimum(hi, c + rho)
+
+@patch
+def _start_intervals(self:Estimator):
+    "Interval bound propagation from the input box, run along the walk when some operation's constant needs it."
+    varying = [n for n in self.gm.graph.nodes if n.meta['role'] in ('transparent', 'affine', 'nonlinear', 'join')]
+    self._readers = {n: 0 for n in [self.input_node] + varying}
+    for n in varying:
+        for a in set(n.meta['call'].inputs): self._readers[a] += 1
+    x0, (lo, hi) = self.env[self.input_node], self.input_box
+    self._iv, self._pending = {self.input_node: (torch.full_like(x0, lo), torch.full_like(x0, hi))}, iter(varying)
 
 @patch
 def _walk(self:Estimator):
     "L_f, box-dependent constants and join weights in topological order, and the downstream constants."
     lip, self.weights, self.box_nodes, self.unbounded = {self.input_node: 1.}, {}, [], None
+    boxed = any(l.call.op.needs_box for l in self.layer_list if not l.affine) or any(j.call.op.needs_box for j in self.joins)
+    self._iv = {}
+    if boxed: self._start_intervals()
     for op in self.ops:
         if isinstance(op, Piece):
             l_in = lip[op.source]
             for layer in op.layers:
                 if not layer.affine and layer.call.op.needs_box:
-                    layer.lipschitz = layer.call.op.lipschitz(layer.call, self.reach(layer.call.inputs[0], l_in))
+                    a = layer.call.inputs[0]
+                    self._intervals_until(a)
+                    layer.lipschitz = layer.call.op.lipschitz(layer.call, self.reach(a, l_in))
                     self.box_nodes.append(layer.name)
                 l_in = _times(layer.lipschitz, l_in)
                 lip[layer.sink] = l_in
+                if boxed: self._intervals_until(layer.sink); self._tighten(layer.sink, l_in)
                 if self.unbounded is None and not math.isfinite(l_in): self.unbounded = f'the bound overflows float64 at layer {layer.name!r}'
         else:
             call = op.call
             if call.op.needs_box and call.role == 'join':
+                for a in call.inputs: self._intervals_until(a)
                 self.weights[op] = call.op.weights(call, [self.reach(a, lip[r]) for a, r in zip(call.inputs, op.inputs)])
                 self.box_nodes.append(call.name)
             else: self.weights[op] = call.op.weights(call, None)
             lip[op.sink] = op.combine([_times(w, lip[i]) for w, i in zip(self.weights[op], op.inputs)])
+            if boxed: self._intervals_until(op.sink); self._tighten(op.sink, lip[op.sink])
             if self.unbounded is None and not math.isfinite(lip[op.sink]):
                 why = getattr(call.op, 'reason', None) if any(w == math.inf for w in self.weights[op]) else None
                 self.unbounded = f"{why} ({call.name!r})" if why else f'the bound overflows float64 at {call.op.name} {call.name!r}'
+    self._iv = self._pending = self._readers = None
     self.node_lipschitz, self.lipschitz = lip, float(lip[self.output_node])
     self.downstream = downstream(self.ops, {p: p.lipschitz for p in self.pieces}, self.weights, self.output_node)
 
-# %% ../nbs/01_estimator.ipynb #9c982683
+# %% ../nbs/01_estimator.ipynb #2798f85e
+@patch
+def intervals(self:Estimator)->dict:
+    "{node: (lo, hi)}: bounds on every entry of every varying node for inputs in the box (those the walk used)."
+    self._start_intervals()
+    self._readers = {n: math.inf for n in self._readers}  # keep them all
+    out = self._iv
+    for n in [n for n in self.gm.graph.nodes if n.meta['role'] in ('transparent', 'affine', 'nonlinear', 'join')]:
+        self._intervals_until(n)
+        if n in self.node_lipschitz: self._tighten(n, self.node_lipschitz[n])
+    self._iv = self._pending = self._readers = None
+    return out
+
+# %% ../nbs/01_estimator.ipynb #3ad924c5
 @patch
 def module_constant(self:Estimator, node:fx.Node)->float:
     "Constant of the one operation at `node` on its input shape (cached): each step of a layer."
@@ -504,7 +564,7 @@ def call(self:Estimator, node:fx.Node)->Call:
     "The resolved operation at `node` (its registry entry, module and varying inputs)."
     return node.meta['call']
 
-# %% ../nbs/01_estimator.ipynb #e0b159f0
+# %% ../nbs/01_estimator.ipynb #dbe6c6a0
 @patch(as_prop=True)
 def layers(self:Estimator)->pd.DataFrame:
     "One row per layer: name, kind, input shape and ℓ2 Lipschitz constant."
@@ -517,7 +577,7 @@ def is_chain(self:Estimator)->bool:
     "Whether the network is a chain of layers (no joins): then ∏ κ_ℓ = K(x)."
     return not self.joins
 
-# %% ../nbs/01_estimator.ipynb #4e65e4b8
+# %% ../nbs/01_estimator.ipynb #2805c72d
 @patch
 def check_input(self:Estimator, x:torch.Tensor)->torch.Tensor:
     "`x` on the model's device and dtype; raise if its shape is not [B, *input_shape]."
@@ -530,7 +590,7 @@ def check_input(self:Estimator, x:torch.Tensor)->torch.Tensor:
         raise ValueError(f"x has shape {list(x.shape[1:])} per image, the estimator was built for {list(self.input_shape)}")
     return x.to(**self.like)
 
-# %% ../nbs/01_estimator.ipynb #fb01c421
+# %% ../nbs/01_estimator.ipynb #9e5efa49
 _SKIP_REASONS = ('input has NaN or Inf', 'output has NaN or Inf', 'output is zero: no relative condition number')
 
 @patch
@@ -556,7 +616,7 @@ def __call__(self:Estimator, x:torch.Tensor)->Estimate:
                       'constants of products and attention hold: K(x) is NaN for them')
     return Estimate(self, values, image_norms(x), out_norm, skipped, invalid)
 
-# %% ../nbs/01_estimator.ipynb #f7880545
+# %% ../nbs/01_estimator.ipynb #d493022f
 @patch
 def piece_products(self:Estimator, piece:Piece, values:dict):
     "(v -> J_p v, u -> J_pᵀ u) of one piece at the recorded values, as diag(s)·A where `elementwise_tail` allows."
@@ -581,7 +641,7 @@ def piece_jacobian_norm(self:Estimator, piece:Piece, values:dict)->torch.Tensor:
     v0 = seeded_start(x_in.shape, dtype=x_in.dtype, device=x_in.device)
     return top_singular_value(matvec, rmatvec, v0, tol=self.local_tol).sigma
 
-# %% ../nbs/01_estimator.ipynb #45613702
+# %% ../nbs/01_estimator.ipynb #444c3cab
 @patch
 def layer_error(self:Estimator, layer:Layer, values:dict, e)->torch.Tensor:
     "Bound [B] on the change of a layer's output when its input moves by at most `e` [B] from the recorded `values`."
@@ -604,10 +664,14 @@ def local_condition(model:nn.Module, # classifier in eval mode
     require_eval(model)
     x = x.to(**module_like(model))
     if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    out, matvec, rmatvec = jacobian_products(model, x)
-    res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
-                             max_applications=max_applications)
-    out_norm = image_norms(out).double()
+    out_norm = image_norms(model(x))
     zero = out_norm == 0
     if zero.any(): warnings.warn(f'f(x) = 0 for images {zero.nonzero().flatten().tolist()}: no relative condition number (NaN)')
-    return torch.where(zero, math.nan, res.sigma.double() * image_norms(x).double() / out_norm)
+    scale = torch.where(zero, 1., out_norm)  # κ of f/‖f(x)‖ (that constant per image) is κ of f, and its values stay moderate
+    def scaled(v):
+        y = model(v)
+        return y / scale.view(-1, *[1] * (y.dim() - 1))
+    _, matvec, rmatvec = jacobian_products(scaled, x)
+    res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
+                             max_applications=max_applications)
+    return torch.where(zero, math.nan, res.sigma.double() * image_norms(x).double())
