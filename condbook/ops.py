@@ -11,7 +11,7 @@ __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'SILU_LOWEST'
            'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'Arithmetic', 'Sum', 'Concat', 'Product',
            'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
 
-# %% ../nbs/00c_ops.ipynb #8d07d151
+# %% ../nbs/00c_ops.ipynb #1938d801
 import math, operator
 from dataclasses import dataclass, field
 import torch
@@ -21,18 +21,18 @@ from torch import fx, nn
 from torch.func import functional_call
 from .norms import OFFSET_NAMES, Normalize, operator_norm
 
-# %% ../nbs/00c_ops.ipynb #eaaac5a4
+# %% ../nbs/00c_ops.ipynb #84e5b48b
 class UnsupportedOperationError(TypeError):
     "A traced operation for which condbook has no rule."
 
-# %% ../nbs/00c_ops.ipynb #0d48b48a
+# %% ../nbs/00c_ops.ipynb #3b32a9a1
 def target_name(target)->str:
     "A readable name of a module, function or method name."
     if isinstance(target, str): return target
     if isinstance(target, nn.Module): return type(target).__name__
     return getattr(target, '__name__', repr(target))
 
-# %% ../nbs/00c_ops.ipynb #b1c520ae
+# %% ../nbs/00c_ops.ipynb #27641c89
 class TupleItem:
     "Item `index` of what a tuple-valued operation returns, as one operation (`torch.chunk(x, 2)[1]`, `attention(x, x, x)[0]`)."
     def __init__(self,
@@ -46,7 +46,7 @@ class TupleItem:
         out = getattr(args[0], self.target)(*args[1:], **kwargs) if self.kind == 'call_method' else self.target(*args, **kwargs)
         return out[self.index]
 
-# %% ../nbs/00c_ops.ipynb #8e79a48c
+# %% ../nbs/00c_ops.ipynb #4aa3e32d
 @dataclass(eq=False)
 class Call:
     "One traced node resolved against the registry: its entry, its module (if any), and the argument nodes that vary with the input (each use counted)."
@@ -79,7 +79,7 @@ class Call:
     @property
     def out_shape(self)->tuple: return tuple(self.env[self.node].shape[1:])
 
-# %% ../nbs/00c_ops.ipynb #a0b88b56
+# %% ../nbs/00c_ops.ipynb #907bb676
 class Op:
     "What condbook knows of one operation; subclasses give the rules of a kind of operation."
     role = None  # 'transparent', 'affine', 'nonlinear', 'join' or 'constant'
@@ -120,7 +120,7 @@ class Op:
     def interval(self, call:Call, iv:dict):
         "(lo, hi) bounds on every output entry when each varying input lies in its interval `iv[node]`, or None (no rule)."
 
-# %% ../nbs/00c_ops.ipynb #c20270be
+# %% ../nbs/00c_ops.ipynb #9296344b
 MODULE_OPS, FUNCTION_OPS, METHOD_OPS, REGISTRY = {}, {}, {}, []
 
 def register(op:Op)->Op:
@@ -143,7 +143,7 @@ def _hashable(t):
     try: hash(t); return True
     except TypeError: return False
 
-# %% ../nbs/00c_ops.ipynb #0936019b
+# %% ../nbs/00c_ops.ipynb #ad94fdda
 class Zero:
     "A constant argument replaced by zeros of its shape in an affine call's linear part."
     def __init__(self, node): self.node = node
@@ -181,7 +181,7 @@ def _at(call, vals, args=None, const=None):
     a, k = substitute(call, (call.node.args, call.node.kwargs) if args is None else args, vals, const)
     return apply_call(call, a, k)
 
-# %% ../nbs/00c_ops.ipynb #4fd73c1c
+# %% ../nbs/00c_ops.ipynb #b25284fd
 def monotone_interval(call:Call, iv:dict):
     "An operation nondecreasing in each varying input: its values at the lower and at the upper ends."
     return _at(call, {a: iv[a][0] for a in call.inputs}), _at(call, {a: iv[a][1] for a in call.inputs})
@@ -204,7 +204,7 @@ def affine_interval(call:Call, iv:dict):
     else: yr = _at(call, {x: r}, call.op.linear_args(call), const=_absolute)
     return yc - yr, yc + yr
 
-# %% ../nbs/00c_ops.ipynb #b7a97d76
+# %% ../nbs/00c_ops.ipynb #88b1b7cb
 class Rearrange(Op):
     "Reshapes, permutations, identity: linear maps that keep every norm (‖Ax‖ = ‖x‖)."
     role = 'transparent'
@@ -232,7 +232,7 @@ class Cast(Rearrange):
         if call.env[call.node].dtype != call.env[call.inputs[0]].dtype:
             raise UnsupportedOperationError(f'{call.node.name!r}: a dtype change inside the network rounds its values')
 
-# %% ../nbs/00c_ops.ipynb #e70105e1
+# %% ../nbs/00c_ops.ipynb #26fad877
 register(Rearrange('identity', (nn.Identity,), (torch.clone,), ('contiguous', 'clone'), keeps_layout=True))
 register(Dropout('dropout', (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout),
                  {F.dropout: (2, True), F.dropout1d: (2, True), F.dropout2d: (2, True), F.dropout3d: (2, True),
@@ -244,7 +244,7 @@ register(Rearrange('permute', (), (torch.permute, torch.transpose, torch.swapaxe
 register(Rearrange('roll', (), (torch.roll,), ('roll',)))
 register(Cast('same-dtype cast', (), (), ('to', 'float', 'type_as'), keeps_layout=True));
 
-# %% ../nbs/00c_ops.ipynb #6c310fde
+# %% ../nbs/00c_ops.ipynb #c2bee71f
 class Affine(Op):
     "y = A x + b in the one varying input x: the exact norm of the fused linear part is computed by Lanczos."
     role = 'affine'
@@ -275,7 +275,7 @@ class Pad(Offset):
     "F.pad: a constant padding is an isometric embedding plus an offset (its value); reflect and replicate are linear."
     def norm(self, call): return 1. if call.arg(2, 'mode', 'constant') == 'constant' else None
 
-# %% ../nbs/00c_ops.ipynb #132ec9af
+# %% ../nbs/00c_ops.ipynb #542640f1
 def _param(call, attr, index, default=None):
     "A module's attribute `attr`, or the function's argument at `index` / keyword `attr`."
     return getattr(call.module, attr) if call.module is not None else call.arg(index, attr, default)
@@ -290,7 +290,7 @@ class Mean(Affine):
         k = math.prod(shape[1:]) if dims is None else math.prod(shape[d] for d in _dims(dims, len(shape)))
         return k ** -0.5
 
-# %% ../nbs/00c_ops.ipynb #08f6c0c5
+# %% ../nbs/00c_ops.ipynb #d2717f47
 def patch_norm(module:nn.Module, # nn.Conv2d or nn.Linear
                z:torch.Tensor)->torch.Tensor: # its input [B, ...]
     "‖U(z)‖_F per image [B]: the input patches a convolution (or linear layer) reads, each value once per reading."
@@ -307,7 +307,7 @@ def _bias_positions(y, channels_dim):
     "Output positions that share one bias value: all but the channel dimension."
     return y[0].numel() / y.shape[channels_dim]
 
-# %% ../nbs/00c_ops.ipynb #9fe1f00e
+# %% ../nbs/00c_ops.ipynb #1ee69af9
 class Weighted(Affine):
     "A convolution or linear layer: y = W * z + b; its parameters are rounded when weights are quantized."
     rounded = ('weight', 'bias')
@@ -335,7 +335,7 @@ class BatchNorm(Affine):
             out['bias'] = (torch.full((len(z),), _bias_positions(y, 1) ** 0.5, dtype=z.dtype, device=z.device), 0.)
         return out
 
-# %% ../nbs/00c_ops.ipynb #f1265288
+# %% ../nbs/00c_ops.ipynb #55fb7bc9
 register(Weighted('convolution / linear', (nn.Conv1d, nn.Conv2d, nn.Linear)))
 register(BatchNorm('batchnorm', (nn.BatchNorm1d, nn.BatchNorm2d)))
 register(Affine('normalize', (Normalize,)))
@@ -353,7 +353,7 @@ register(Rearrange('patch merging (pad, strided slices, cat)', (), (torchvision.
 register(Affine('zero padding', (nn.ZeroPad2d,)))
 register(Offset('F.linear / F.conv2d', (F.linear, F.conv1d, F.conv2d), (), offsets={2, 'bias'}));
 
-# %% ../nbs/00c_ops.ipynb #1af99de9
+# %% ../nbs/00c_ops.ipynb #82cbba25
 def _silu_lipschitz()->float:
     "sup |d/dz z·σ(z)|: at the root of z·tanh(z/2) = 2 (bisection in float64)."
     lo, hi = 1., 4.
@@ -393,7 +393,7 @@ SILU_LIPSCHITZ = _silu_lipschitz() * SAFETY
 GELU_LIPSCHITZ = (0.5 * (1 + math.erf(1)) + math.exp(-1) / math.sqrt(math.pi)) * SAFETY
 GELU_TANH_LIPSCHITZ = _golden_max(_gelu_tanh_slope, 0., 4.) * SAFETY
 
-# %% ../nbs/00c_ops.ipynb #3f239dc2
+# %% ../nbs/00c_ops.ipynb #19831db6
 class Elementwise(Op):
     "An activation applied entry by entry, y_i = φ(z_i): L = sup|φ'|, a diagonal Jacobian."
     role, elementwise = 'nonlinear', True
@@ -422,7 +422,7 @@ class Elementwise(Op):
         f = lambda t: _at(call, {x: t})
         return f(torch.clamp(torch.full_like(lo, z), lo, hi)), torch.maximum(f(lo), f(hi))  # decreasing, then increasing
 
-# %% ../nbs/00c_ops.ipynb #36f713ac
+# %% ../nbs/00c_ops.ipynb #2fc02c7f
 register(Elementwise('relu', 1., (nn.ReLU,), (F.relu, torch.relu, F.relu_, torch.relu_), ('relu', 'relu_'), kinks=(0.,)))
 register(Elementwise('relu6', 1., (nn.ReLU6,), (F.relu6,), (), bounds=(0., 6.), kinks=(0., 6.)))
 register(Elementwise('hardtanh', 1., (nn.Hardtanh,), (F.hardtanh, F.hardtanh_), (), params={'min_val': (1, -1.), 'max_val': (2, 1.)},
@@ -438,7 +438,7 @@ register(Elementwise('gelu', lambda approximate: GELU_TANH_LIPSCHITZ if approxim
                      (nn.GELU,), (F.gelu,), (), params={'approximate': (1, 'none')},
                      lowest=lambda approximate: GELU_TANH_LOWEST if approximate == 'tanh' else GELU_LOWEST));
 
-# %% ../nbs/00c_ops.ipynb #f8787c48
+# %% ../nbs/00c_ops.ipynb #4870b007
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 def _window_counts_1d(n_in, windows)->torch.Tensor:
@@ -467,7 +467,7 @@ def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
     rows, cols = _windows(module, H, W)
     return torch.outer(_window_counts_1d(H, rows), _window_counts_1d(W, cols))
 
-# %% ../nbs/00c_ops.ipynb #5adfb5ff
+# %% ../nbs/00c_ops.ipynb #b6f1d338
 class MaxPool(Op):
     "Max pooling: L = √(most windows over one input position); piecewise linear, kinks where a window's top two entries tie."
     role, piecewise_linear = 'nonlinear', True
@@ -507,10 +507,10 @@ def window_gaps(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
     return torch.stack([torch.stack([_top2_gap(z.index_select(2, idx(r, H)).index_select(3, idx(c, W)).flatten(2), 2) for c in cols], -1)
                         for r in rows], -2)
 
-# %% ../nbs/00c_ops.ipynb #4ed90351
+# %% ../nbs/00c_ops.ipynb #46ba3722
 register(MaxPool('max pooling', (nn.MaxPool2d, nn.AdaptiveMaxPool2d), (F.max_pool2d, F.adaptive_max_pool2d)));
 
-# %% ../nbs/00c_ops.ipynb #ed43db9a
+# %% ../nbs/00c_ops.ipynb #d9f1a4bd
 class Softmax(Op):
     "softmax along one dimension: L = ½; entries in [0, 1], each slice of ℓ2 norm ≤ 1."
     role = 'nonlinear'
@@ -565,11 +565,11 @@ class LayerNorm(Op):
         if b is not None: out['bias'] = (torch.full((len(z),), (z[0].numel() / math.prod(shape)) ** 0.5, dtype=z.dtype, device=z.device), 0.)
         return out
 
-# %% ../nbs/00c_ops.ipynb #c1f71a48
+# %% ../nbs/00c_ops.ipynb #3d28b177
 register(Softmax('softmax', (nn.Softmax,), (F.softmax, torch.softmax), ('softmax',)))
 register(LayerNorm('layer norm', (nn.LayerNorm,), (F.layer_norm,)));
 
-# %% ../nbs/00c_ops.ipynb #c9b3f6f1
+# %% ../nbs/00c_ops.ipynb #905ea67c
 @dataclass
 class Reach:
     "What the values of one operand can be: within ℓ2 distance `radius` of `center` [B, ...], and |entries| ≤ `bound`."
@@ -593,7 +593,7 @@ class Reach:
         ball = self.center.flatten(1).norm(dim=1).double() + self.radius
         return torch.minimum(ball, self.amax().flatten(1).double().norm(dim=1))
 
-# %% ../nbs/00c_ops.ipynb #6e5446c6
+# %% ../nbs/00c_ops.ipynb #73fdc4da
 def _align(shape, n): return (1,) * (n - len(shape)) + tuple(shape)
 
 def meet(sq:torch.Tensor, # squares of the other operand's entries, broadcast to the output shape
@@ -605,7 +605,7 @@ def meet(sq:torch.Tensor, # squares of the other operand's entries, broadcast to
 
 def _per_image(t:torch.Tensor)->torch.Tensor: return t.flatten(1).amax(1)
 
-# %% ../nbs/00c_ops.ipynb #1ef60910
+# %% ../nbs/00c_ops.ipynb #5c757d33
 def _ends(call, a, iv):
     "(lo, hi) of an operand: its interval if it varies, else its value twice."
     if isinstance(a, fx.Node) and a in iv: return iv[a]
@@ -656,7 +656,7 @@ class Concat(Arithmetic):
     def error(self, call, values, errors): return sum(e * e for e in errors) ** 0.5
     def interval(self, call, iv): return monotone_interval(call, iv)
 
-# %% ../nbs/00c_ops.ipynb #12b7b72c
+# %% ../nbs/00c_ops.ipynb #1f39408e
 class Product(Arithmetic):
     "u ⊙ v (broadcast): affine with one varying operand (norm max|c|); for two, weights from what each operand can reach."
     needs_box = True
@@ -695,7 +695,7 @@ class Product(Arithmetic):
         if len(call.inputs) == 2 and len({call.env[a].dim() for a in call.inputs} | {call.env[call.node].dim()}) > 1:
             raise UnsupportedOperationError(f'{call.node.name!r}: product of tensors with different numbers of dimensions')
 
-# %% ../nbs/00c_ops.ipynb #c803ffb4
+# %% ../nbs/00c_ops.ipynb #8fdeec5f
 def _einsum_as_matmul(eq:str, shapes):
     "(permutation and [batch, rows, inner] / [batch, inner, cols] split) bringing a two-operand einsum to a batched matmul, else None."
     if '...' in eq or '->' not in eq: return None
@@ -795,7 +795,7 @@ class MatProduct(Arithmetic):
         ea, eb = errors
         return ea * (self._w(A.shape[:-2], spec(B), out) + eb) + eb * self._w(B.shape[:-2], spec(A), out)
 
-# %% ../nbs/00c_ops.ipynb #f1ba59db
+# %% ../nbs/00c_ops.ipynb #40f20f6f
 class Quotient(Arithmetic):
     "u / c is affine; a varying denominator has no finite constant over the box (|1/v| unbounded): infinite, with the reason."
     reason = 'division by a varying tensor: |1/denominator| has no bound over the input box'
@@ -823,7 +823,7 @@ class Quotient(Arithmetic):
         safe = (dl > 0) | (dh < 0)  # the denominator keeps its sign: 1/v ∈ [1/hi, 1/lo]
         return torch.where(safe, lo, -math.inf), torch.where(safe, hi, math.inf)
 
-# %% ../nbs/00c_ops.ipynb #aa72e835
+# %% ../nbs/00c_ops.ipynb #3b7a0a72
 register(Sum('add', (), (operator.add, operator.iadd, torch.add), ('add', 'add_')))
 register(Sum('subtract', (), (operator.sub, operator.isub, torch.sub, torch.subtract), ('sub', 'sub_', 'subtract'), sign=-1))
 register(Concat('concatenate', (), (torch.cat, torch.concat, torch.concatenate, torch.stack), ()))
@@ -831,7 +831,7 @@ register(Product('multiply', (), (operator.mul, operator.imul, torch.mul, torch.
 register(MatProduct('matrix product', (), (operator.matmul, torch.matmul, torch.bmm, torch.einsum), ('matmul', 'bmm')))
 register(Quotient('divide', (), (operator.truediv, operator.itruediv, torch.div, torch.true_divide), ('div', 'div_', 'true_divide')));
 
-# %% ../nbs/00c_ops.ipynb #65f20a9d
+# %% ../nbs/00c_ops.ipynb #5426d0bc
 def _spectral(w): return torch.linalg.matrix_norm(w.detach().double(), ord=2)
 
 def attention_lipschitz(w_qkv:torch.Tensor, # [3C, C] in-projection (query, key, value rows)
@@ -855,7 +855,7 @@ def attention_lipschitz(w_qkv:torch.Tensor, # [3C, C] in-projection (query, key,
     L = T * nv + dS / 2 * V
     return _spectral(w_o) * L.square().sum(-1).sqrt()
 
-# %% ../nbs/00c_ops.ipynb #a07788ab
+# %% ../nbs/00c_ops.ipynb #46b09bb6
 class Attention(Op):
     "Multi-head self-attention (nn.MultiheadAttention, Swin's shifted-window attention): a constant on the reachable inputs."
     role, needs_box = 'nonlinear', True
@@ -896,9 +896,12 @@ class Attention(Op):
         b_v = None if p['b_qkv'] is None else p['b_qkv'].detach()[2 * p['w_o'].shape[1]:]
         vl, vh = _linear_interval(lo, hi, w_v, b_v)
         dims = tuple(range(1, lo.dim() - 1))  # every token of the image (a superset of each sequence or window)
-        vl, vh = vl.amin(dims, keepdim=True).expand_as(vl), vh.amax(dims, keepdim=True).expand_as(vh)
+        vl, vh = vl.amin(dims, keepdim=True), vh.amax(dims, keepdim=True)
+        if b_v is not None: vl, vh = torch.minimum(vl, b_v.to(vl)), torch.maximum(vh, b_v.to(vh))  # zero padding tokens have V = b_v
+        else: vl, vh = vl.clamp_max(0), vh.clamp_min(0)
         b_o = call.module.out_proj.bias if call.module is not None else call.arg(10, 'proj_bias')
-        return _linear_interval(vl, vh, p['w_o'].detach(), None if b_o is None else b_o.detach())
+        yl, yh = _linear_interval(vl, vh, p['w_o'].detach(), None if b_o is None else b_o.detach())
+        return yl.expand_as(lo), yh.expand_as(hi)
 
 def _linear_interval(lo, hi, w, b):
     "x W^T + b for x in [lo, hi]."
@@ -906,10 +909,10 @@ def _linear_interval(lo, hi, w, b):
     yc = F.linear(c, w.to(c), None if b is None else b.to(c))
     return yc - F.linear(r, w.abs().to(r)), yc + F.linear(r, w.abs().to(r))
 
-# %% ../nbs/00c_ops.ipynb #990e1aad
+# %% ../nbs/00c_ops.ipynb #02040b5b
 register(Attention('attention', (nn.MultiheadAttention,), (torchvision.models.swin_transformer.shifted_window_attention,)));
 
-# %% ../nbs/00c_ops.ipynb #4c524758
+# %% ../nbs/00c_ops.ipynb #5815af00
 class ShapeOnly(Op):
     "A tensor made from another's shape, dtype and device only: a constant."
     role = 'constant'
@@ -917,7 +920,7 @@ class ShapeOnly(Op):
 register(ShapeOnly('made from a shape', (), (torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like),
                    ('new_zeros', 'new_ones', 'new_full', 'new_empty', 'new_tensor')));
 
-# %% ../nbs/00c_ops.ipynb #f661e79f
+# %% ../nbs/00c_ops.ipynb #62cf28ba
 def lipschitz_constant(module:nn.Module, # a layer in eval mode
                        input_shape, # shape of one input, without batch
                        tol=1e-4, # tolerance for affine layers (see `operator_norm`)

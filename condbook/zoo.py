@@ -6,7 +6,7 @@
 __all__ = ['SMALLEST', 'PARTS', 'classifiers', 'family', 'own_size', 'smallest_size', 'zoo_model', 'tiny_model', 'dense_local',
            'zoo_row', 'check_row', 'run_zoo', 'cheapest_first', 'zoo_table']
 
-# %% ../nbs/09_zoo.ipynb #fd59f32c
+# %% ../nbs/09_zoo.ipynb #52ea5773
 import json, math, os, time, warnings
 from pathlib import Path
 import pandas as pd
@@ -19,7 +19,7 @@ from .perturb import random_amplification
 from .attacks import attack_amplification
 from .bitwidth import Roundoff, measure_bits, predict_bits
 
-# %% ../nbs/09_zoo.ipynb #7da7f486
+# %% ../nbs/09_zoo.ipynb #ed848dd4
 def classifiers()->list:
     "The names of torchvision's image classifiers."
     return torchvision.models.list_models(module=torchvision.models)
@@ -39,7 +39,7 @@ def smallest_size(name:str)->int:
     "The smallest square input classifier `name` is run at in the test suite."
     return SMALLEST.get(family(name), 32)
 
-# %% ../nbs/09_zoo.ipynb #cfeb56dc
+# %% ../nbs/09_zoo.ipynb #b0947e9e
 def zoo_model(name:str, # a torchvision classifier
               size:int=None, # input side (default: its own size)
               num_classes=1000, # classes of the head
@@ -50,7 +50,7 @@ def zoo_model(name:str, # a torchvision classifier
     kwargs = dict(num_classes=num_classes)
     if family(name) == 'vision_transformer': kwargs['image_size'] = size
     if family(name) == 'maxvit': kwargs['input_size'] = (size, size)
-    if family(name) in ('googlenet', 'inception'): kwargs['init_weights'] = True
+    if family(name) in ('googlenet', 'inception'): kwargs['init_weights'] = False  # PyTorch's default initialisation (torchvision's announced default)
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -63,7 +63,7 @@ def zoo_model(name:str, # a torchvision classifier
     transform = pixel_transform(round(size * tf.resize_size[0] / tf.crop_size[0]), size, tf.interpolation)
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, name, 'untrained', transform, (3, size, size)).to(dtype=dtype).eval()
 
-# %% ../nbs/09_zoo.ipynb #667eaa52
+# %% ../nbs/09_zoo.ipynb #1bde315d
 def tiny_model(name:str, # a torchvision classifier of the vision_transformer, swin_transformer, maxvit or convnext family
                size=32, num_classes=10, seed=0, dtype=torch.float32)->Classifier:
     "A small network of the same torchvision class and operations as `name`, in pixel space, for the tests."
@@ -86,7 +86,7 @@ def tiny_model(name:str, # a torchvision classifier of the vision_transformer, s
     else: raise ValueError(f'no tiny variant of {name!r}: use zoo_model')
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, name, 'untrained', pixel_transform(size, size), (3, size, size)).to(dtype=dtype).eval()
 
-# %% ../nbs/09_zoo.ipynb #5f037c95
+# %% ../nbs/09_zoo.ipynb #0a0e8526
 def dense_local(model:nn.Module, x:torch.Tensor)->torch.Tensor:
     "Exact κ(x) per image from the dense Jacobian (small inputs and heads only)."
     from condbook.core import math_attention
@@ -95,7 +95,7 @@ def dense_local(model:nn.Module, x:torch.Tensor)->torch.Tensor:
     s = torch.stack([torch.linalg.svdvals(J[b, :, b].reshape(out.shape[1], -1))[0] for b in range(len(x))])
     return (s * x.flatten(1).norm(dim=1) / out.flatten(1).norm(dim=1)).detach().double()
 
-# %% ../nbs/09_zoo.ipynb #30d14848
+# %% ../nbs/09_zoo.ipynb #67c59f88
 def zoo_row(model:Classifier, # a classifier in pixel space, eval mode
             x:torch.Tensor, # one image [1, C, H, W] in [0, 1]
             draws=8, # random perturbations
@@ -149,7 +149,7 @@ def zoo_row(model:Classifier, # a classifier in pixel space, eval mode
     if save: save(row)
     return row
 
-# %% ../nbs/09_zoo.ipynb #3d641bb0
+# %% ../nbs/09_zoo.ipynb #65c0611f
 PARTS = ('estimator', 'bound', 'per_layer', 'activation', 'local', 'random', 'attack', 'bits_estimate', 'bits_measured')
 
 def check_row(row:dict, rtol=2e-3):
@@ -165,7 +165,7 @@ def check_row(row:dict, rtol=2e-3):
     if 'local_dense' in row: assert abs(loc - row['local_dense']) <= 1e-3 * row['local_dense'], row
     assert 1 <= row['bits_measured'] <= 32 and row['bits_estimate'] >= 1, row
 
-# %% ../nbs/09_zoo.ipynb #aa4cd26a
+# %% ../nbs/09_zoo.ipynb #b4da7c87
 def run_zoo(out, # folder of one JSON file per model
             names=None, # classifiers (default: all of torchvision's)
             size=None, # input side (default: each model's own)

@@ -15,7 +15,7 @@ def main():
     ap.add_argument('names', nargs='*')
     ap.add_argument('--out', default=str(ROOT/'report'/'zoo'))
     ap.add_argument('--limit', type=int, default=3 * 3600, help='seconds per model')
-    ap.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', str(ROOT.parent.parent/'shared'/'data'/'imagenet-sample')))
+    ap.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', str(ROOT.parent/'shared'/'data'/'imagenet-sample')))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from condbook.zoo import cheapest_first
