@@ -25,7 +25,7 @@ class _LayerTracer(fx.Tracer):
     "An fx tracer that keeps every module the registry knows as one node."
     def is_leaf_module(self, m, qualname): return lookup('call_module', m) is not None or super().is_leaf_module(m, qualname)
 
-# %% ../nbs/01_estimator.ipynb #aacd2492
+# %% ../nbs/01_estimator.ipynb #6c2af2ee
 _OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                  operator.itruediv: operator.truediv, torch.relu_: torch.relu, F.relu_: F.relu, F.hardtanh_: F.hardtanh,
                  F.leaky_relu_: F.leaky_relu}
@@ -63,7 +63,7 @@ def trace(model:nn.Module)->fx.GraphModule:
     gm.recompile()
     return gm
 
-# %% ../nbs/01_estimator.ipynb #94272972
+# %% ../nbs/01_estimator.ipynb #4dd32038
 def _recorder(gm:fx.GraphModule):
     "A generated module returning every node's value (as fast as the forward pass itself), and the nodes in order."
     rec = getattr(gm, '_condbook_recorder', None)
@@ -81,7 +81,7 @@ def record(gm:fx.GraphModule, x:torch.Tensor)->dict:
     module, nodes = _recorder(gm)
     with torch.no_grad(): return {**dict(zip(nodes, module(x))), **{n: None for n in gm.graph.nodes if n.op == 'output'}}
 
-# %% ../nbs/01_estimator.ipynb #4efc54c5
+# %% ../nbs/01_estimator.ipynb #2547ce1b
 def _has_tensors(v): return isinstance(v, torch.Tensor) or (isinstance(v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v))
 
 def fuse_items(gm:fx.GraphModule, env:dict)->bool:
@@ -101,7 +101,7 @@ def fuse_items(gm:fx.GraphModule, env:dict)->bool:
     if changed: gm.recompile()
     return changed
 
-# %% ../nbs/01_estimator.ipynb #9d807912
+# %% ../nbs/01_estimator.ipynb #fa6a7072
 def _varying_inputs(node:fx.Node, varying:set)->list:
     "The argument nodes of `node` that vary with the input, in argument order, each use counted."
     out = []
@@ -122,7 +122,7 @@ def _target(node:fx.Node, gm:fx.GraphModule):
     if node.op == 'call_module': m = gm.get_submodule(t); return node.op, m, m
     return node.op, t, None
 
-# %% ../nbs/01_estimator.ipynb #b2a16c93
+# %% ../nbs/01_estimator.ipynb #a8d0b1a7
 def node_role(node:fx.Node, # a node of `gm`, in topological order
               gm:fx.GraphModule,
               env:dict, # recorded values of every node
@@ -150,7 +150,7 @@ def node_role(node:fx.Node, # a node of `gm`, in topological order
     node.meta['role'] = role
     return role
 
-# %% ../nbs/01_estimator.ipynb #8955d58a
+# %% ../nbs/01_estimator.ipynb #f83d101b
 def resolve(gm:fx.GraphModule, # a traced network
             x:torch.Tensor)->dict: # an input [B, *input_shape]
     "Record `gm` at `x`, fuse tuple items, and resolve every node against the registry; the recorded values."
@@ -319,9 +319,9 @@ def elementwise_tail(piece:Piece):
 # %% ../nbs/01_estimator.ipynb #e2ec931e
 class Estimate:
     "Bounds for one batch: `bound` K(x) [B] at once; `per_layer` κ_ℓ, `activation_bound` and `parameters` when first read."
-    def __init__(self, est, values, x_norm, out_norm, skipped:dict, invalid=None):
+    def __init__(self, est, x, x_norm, out_norm, skipped:dict, invalid=None):
         x_norm, out_norm = x_norm.double(), out_norm.double()  # L_f can exceed float32's range (EfficientNet: ~1e40)
-        self.est, self.values, self.x_norm, self.out_norm, self.skipped = est, values, x_norm, out_norm, skipped
+        self.est, self.x, self.x_norm, self.out_norm, self.skipped, self._values = est, x, x_norm, out_norm, skipped, None
         self.reason = est.unbounded  # why K(x) is infinite, if it is
         self.mask = torch.zeros(len(x_norm), dtype=torch.bool, device=x_norm.device)
         if skipped: self.mask[list(skipped)] = True
@@ -329,8 +329,13 @@ class Estimate:
         self.bound = torch.where(self.mask | (False if invalid is None else invalid), math.nan, K)
         self._per_layer = self._activation = self._parameters = None
     def _keep(self): return [b for b in range(len(self.x_norm)) if b not in self.skipped]
+    @property
+    def values(self)->dict:
+        "Every node's value at the batch (recorded on first use)."
+        if self._values is None: self._values = record(self.est.gm, self.x)
+        return self._values
 
-# %% ../nbs/01_estimator.ipynb #9ec40ec6
+# %% ../nbs/01_estimator.ipynb #191baecd
 @patch(as_prop=True)
 def per_layer(self:Estimate)->pd.DataFrame:
     "κ_ℓ = L_ℓ‖x_{ℓ-1}‖/‖x_ℓ‖ per image and layer (columns image, layer, kappa)."
@@ -346,7 +351,7 @@ def per_layer(self:Estimate)->pd.DataFrame:
                                         'kappa': kappa.flatten().numpy()})
     return self._per_layer
 
-# %% ../nbs/01_estimator.ipynb #32f6aa0b
+# %% ../nbs/01_estimator.ipynb #053e21f6
 @patch(as_prop=True)
 def activation_bound(self:Estimate)->torch.Tensor:
     "Activation-aware bound [B]: local piece Jacobian norms and local join weights combined like L_f, times ‖x‖/‖f(x)‖."
@@ -358,7 +363,7 @@ def activation_bound(self:Estimate)->torch.Tensor:
         self._activation = torch.where(self.mask, math.nan, walk * self.x_norm / self.out_norm)
     return self._activation
 
-# %% ../nbs/01_estimator.ipynb #8695bfa1
+# %% ../nbs/01_estimator.ipynb #09355f2d
 @patch(as_prop=True)
 def parameters(self:Estimate)->pd.DataFrame:
     "κ per image, layer and parameter: relative output change per relative (Frobenius) change of that parameter."
@@ -408,7 +413,7 @@ class Estimator:
             l.lipschitz = self._layer_constant(l)
         self._walk()
 
-# %% ../nbs/01_estimator.ipynb #1026c64e
+# %% ../nbs/01_estimator.ipynb #5de22a0e
 @patch
 def _linear_part(self:Estimator, m):
     if m not in self._linear: self._linear[m] = linear_part(m)
@@ -441,7 +446,7 @@ def _layer_constant(self:Estimator, l:Layer)->float:
     compute = lambda: linear_map_norm(self.layer_map(l, self.env), shape, tol=self.tol, **self.like)
     return cached(self._cache_key(l.nodes, shape), compute) if self.cache else compute()
 
-# %% ../nbs/01_estimator.ipynb #786c0cea
+# %% ../nbs/01_estimator.ipynb #fc938129
 @patch
 def reach(self:Estimator, a:fx.Node, lip:float)->Reach:
     "What operand `a` (with constant `lip` from the input) can be for inputs in the box: centre value, radius, entry bounds."
@@ -527,7 +532,7 @@ def _walk(self:Estimator):
     self.node_lipschitz, self.lipschitz = lip, float(lip[self.output_node])
     self.downstream = downstream(self.ops, {p: p.lipschitz for p in self.pieces}, self.weights, self.output_node)
 
-# %% ../nbs/01_estimator.ipynb #2798f85e
+# %% ../nbs/01_estimator.ipynb #cf83ab50
 @patch
 def intervals(self:Estimator)->dict:
     "{node: (lo, hi)}: bounds on every entry of every varying node for inputs in the box (those the walk used)."
@@ -540,7 +545,7 @@ def intervals(self:Estimator)->dict:
     self._iv = self._pending = self._readers = None
     return out
 
-# %% ../nbs/01_estimator.ipynb #3ad924c5
+# %% ../nbs/01_estimator.ipynb #8e4ccff4
 @patch
 def module_constant(self:Estimator, node:fx.Node)->float:
     "Constant of the one operation at `node` on its input shape (cached): each step of a layer."
@@ -564,7 +569,7 @@ def call(self:Estimator, node:fx.Node)->Call:
     "The resolved operation at `node` (its registry entry, module and varying inputs)."
     return node.meta['call']
 
-# %% ../nbs/01_estimator.ipynb #dbe6c6a0
+# %% ../nbs/01_estimator.ipynb #a710bb99
 @patch(as_prop=True)
 def layers(self:Estimator)->pd.DataFrame:
     "One row per layer: name, kind, input shape and ℓ2 Lipschitz constant."
@@ -577,7 +582,7 @@ def is_chain(self:Estimator)->bool:
     "Whether the network is a chain of layers (no joins): then ∏ κ_ℓ = K(x)."
     return not self.joins
 
-# %% ../nbs/01_estimator.ipynb #2805c72d
+# %% ../nbs/01_estimator.ipynb #43bbf596
 @patch
 def check_input(self:Estimator, x:torch.Tensor)->torch.Tensor:
     "`x` on the model's device and dtype; raise if its shape is not [B, *input_shape]."
@@ -590,7 +595,7 @@ def check_input(self:Estimator, x:torch.Tensor)->torch.Tensor:
         raise ValueError(f"x has shape {list(x.shape[1:])} per image, the estimator was built for {list(self.input_shape)}")
     return x.to(**self.like)
 
-# %% ../nbs/01_estimator.ipynb #9e5efa49
+# %% ../nbs/01_estimator.ipynb #a50da133
 _SKIP_REASONS = ('input has NaN or Inf', 'output has NaN or Inf', 'output is zero: no relative condition number')
 
 @patch
@@ -598,8 +603,8 @@ def __call__(self:Estimator, x:torch.Tensor)->Estimate:
     "Bounds for the batch `x` [B, C, H, W]; images with NaN/Inf or a zero output are skipped and reported."
     x = self.check_input(x)
     finite = torch.isfinite(x)
-    values = record(self.gm, torch.where(finite, x, torch.zeros_like(x)))
-    out = values[self.output_node]
+    x_clean = torch.where(finite, x, torch.zeros_like(x))
+    with torch.no_grad(): out = self.gm(x_clean)
     out_norm = image_norms(out)
     bad_in = ~finite.flatten(1).all(1)
     flags = torch.stack([bad_in, ~bad_in & ~torch.isfinite(out).flatten(1).all(1), ~bad_in & (out_norm == 0)])
@@ -614,9 +619,9 @@ def __call__(self:Estimator, x:torch.Tensor)->Estimate:
     if invalid is not None and flags[3].any():
         warnings.warn(f'images {flags[3].nonzero().flatten().tolist()} lie outside the input box {list(self.input_box)}, where the '
                       'constants of products and attention hold: K(x) is NaN for them')
-    return Estimate(self, values, image_norms(x), out_norm, skipped, invalid)
+    return Estimate(self, x_clean, image_norms(x), out_norm, skipped, invalid)
 
-# %% ../nbs/01_estimator.ipynb #d493022f
+# %% ../nbs/01_estimator.ipynb #eb745667
 @patch
 def piece_products(self:Estimator, piece:Piece, values:dict):
     "(v -> J_p v, u -> J_pᵀ u) of one piece at the recorded values, as diag(s)·A where `elementwise_tail` allows."
@@ -641,7 +646,7 @@ def piece_jacobian_norm(self:Estimator, piece:Piece, values:dict)->torch.Tensor:
     v0 = seeded_start(x_in.shape, dtype=x_in.dtype, device=x_in.device)
     return top_singular_value(matvec, rmatvec, v0, tol=self.local_tol).sigma
 
-# %% ../nbs/01_estimator.ipynb #444c3cab
+# %% ../nbs/01_estimator.ipynb #5750e095
 @patch
 def layer_error(self:Estimator, layer:Layer, values:dict, e)->torch.Tensor:
     "Bound [B] on the change of a layer's output when its input moves by at most `e` [B] from the recorded `values`."
