@@ -6,7 +6,7 @@
 __all__ = ['SMALLEST', 'PARTS', 'classifiers', 'family', 'own_size', 'smallest_size', 'zoo_model', 'tiny_model', 'dense_local',
            'zoo_row', 'check_row', 'run_zoo', 'cheapest_first', 'zoo_table']
 
-# %% ../nbs/09_zoo.ipynb #52ea5773
+# %% ../nbs/09_zoo.ipynb #3c240982
 import json, math, os, time, warnings
 from pathlib import Path
 import pandas as pd
@@ -18,8 +18,9 @@ from .estimator import Estimator, local_condition
 from .perturb import random_amplification
 from .attacks import attack_amplification
 from .bitwidth import Roundoff, measure_bits, predict_bits
+from .data import batches, image_folder, sample_images
 
-# %% ../nbs/09_zoo.ipynb #ed848dd4
+# %% ../nbs/09_zoo.ipynb #aeda509f
 def classifiers()->list:
     "The names of torchvision's image classifiers."
     return torchvision.models.list_models(module=torchvision.models)
@@ -39,7 +40,7 @@ def smallest_size(name:str)->int:
     "The smallest square input classifier `name` is run at in the test suite."
     return SMALLEST.get(family(name), 32)
 
-# %% ../nbs/09_zoo.ipynb #b0947e9e
+# %% ../nbs/09_zoo.ipynb #45f7acf6
 def zoo_model(name:str, # a torchvision classifier
               size:int=None, # input side (default: its own size)
               num_classes=1000, # classes of the head
@@ -63,7 +64,7 @@ def zoo_model(name:str, # a torchvision classifier
     transform = pixel_transform(round(size * tf.resize_size[0] / tf.crop_size[0]), size, tf.interpolation)
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, name, 'untrained', transform, (3, size, size)).to(dtype=dtype).eval()
 
-# %% ../nbs/09_zoo.ipynb #1bde315d
+# %% ../nbs/09_zoo.ipynb #7659c27a
 def tiny_model(name:str, # a torchvision classifier of the vision_transformer, swin_transformer, maxvit or convnext family
                size=32, num_classes=10, seed=0, dtype=torch.float32)->Classifier:
     "A small network of the same torchvision class and operations as `name`, in pixel space, for the tests."
@@ -86,7 +87,7 @@ def tiny_model(name:str, # a torchvision classifier of the vision_transformer, s
     else: raise ValueError(f'no tiny variant of {name!r}: use zoo_model')
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, name, 'untrained', pixel_transform(size, size), (3, size, size)).to(dtype=dtype).eval()
 
-# %% ../nbs/09_zoo.ipynb #0a0e8526
+# %% ../nbs/09_zoo.ipynb #a026bf0c
 def dense_local(model:nn.Module, x:torch.Tensor)->torch.Tensor:
     "Exact κ(x) per image from the dense Jacobian (small inputs and heads only)."
     from condbook.core import math_attention
@@ -95,7 +96,7 @@ def dense_local(model:nn.Module, x:torch.Tensor)->torch.Tensor:
     s = torch.stack([torch.linalg.svdvals(J[b, :, b].reshape(out.shape[1], -1))[0] for b in range(len(x))])
     return (s * x.flatten(1).norm(dim=1) / out.flatten(1).norm(dim=1)).detach().double()
 
-# %% ../nbs/09_zoo.ipynb #67c59f88
+# %% ../nbs/09_zoo.ipynb #8bf9b1b6
 def zoo_row(model:Classifier, # a classifier in pixel space, eval mode
             x:torch.Tensor, # one image [1, C, H, W] in [0, 1]
             draws=8, # random perturbations
@@ -149,7 +150,7 @@ def zoo_row(model:Classifier, # a classifier in pixel space, eval mode
     if save: save(row)
     return row
 
-# %% ../nbs/09_zoo.ipynb #65c0611f
+# %% ../nbs/09_zoo.ipynb #cbcff46b
 PARTS = ('estimator', 'bound', 'per_layer', 'activation', 'local', 'random', 'attack', 'bits_estimate', 'bits_measured')
 
 def check_row(row:dict, rtol=2e-3):
@@ -165,7 +166,7 @@ def check_row(row:dict, rtol=2e-3):
     if 'local_dense' in row: assert abs(loc - row['local_dense']) <= 1e-3 * row['local_dense'], row
     assert 1 <= row['bits_measured'] <= 32 and row['bits_estimate'] >= 1, row
 
-# %% ../nbs/09_zoo.ipynb #b4da7c87
+# %% ../nbs/09_zoo.ipynb #082357d1
 def run_zoo(out, # folder of one JSON file per model
             names=None, # classifiers (default: all of torchvision's)
             size=None, # input side (default: each model's own)
@@ -179,7 +180,6 @@ def run_zoo(out, # folder of one JSON file per model
         if path.exists() and json.loads(path.read_text()).get('done'): rows.append(json.loads(path.read_text())); continue
         save = lambda row, path=path: atomic_write(path, lambda tmp: tmp.write_text(json.dumps({**row, 'family': family(row['model'])})))
         model = zoo_model(name, size)
-        from condbook.data import image_folder
         images = image_folder(data, limit=1) if data else sample_images(limit=1)
         x = next(batches(images, model.transform, batch_size=1))[0]
         rows.append(zoo_row(model, x, save=save, **kwargs))
