@@ -149,7 +149,8 @@ class WeightTerm:
         return rounding_error_bound(self.stats[key], fmt)
 
     def __call__(self, fmt, d):
-        return sum(self.parameter_error(getattr(self.m, p), fmt) * (r + g * d) for p, (r, g) in self.terms.items())
+        reads = lambda r, g: r if isinstance(g, (int, float)) and g == 0 else r + g * d  # a bias reads no input (0·∞ is not NaN here)
+        return sum(self.parameter_error(getattr(self.m, p), fmt) * reads(r, g) for p, (r, g) in self.terms.items())
 
 # %% ../nbs/04_bitwidth.ipynb #d4219882
 class Roundoff:
