@@ -8,7 +8,7 @@ __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'SILU_LOWEST'
            'TupleItem', 'Call', 'Op', 'register', 'lookup', 'Zero', 'zero_constants', 'substitute', 'apply_call',
            'monotone_interval', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Negate', 'Offset', 'Pad',
            'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'Elementwise', 'pool_window_counts', 'MaxPool',
-           'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'Arithmetic', 'Sum', 'Concat', 'Product',
+           'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum', 'Concat', 'Product',
            'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
 
 # %% ../nbs/00c_ops.ipynb #1938d801
@@ -605,6 +605,10 @@ def meet(sq:torch.Tensor, # squares of the other operand's entries, broadcast to
 
 def _per_image(t:torch.Tensor)->torch.Tensor: return t.flatten(1).amax(1)
 
+def times0(e, w):
+    "e·w, 0 where e = 0 whatever w (an input that did not move moves nothing, even through an infinite weight)."
+    return torch.where(torch.as_tensor(e) == 0, 0., e * w) if isinstance(e, torch.Tensor) or isinstance(w, torch.Tensor) else (0. if e == 0 else e * w)
+
 # %% ../nbs/00c_ops.ipynb #5c757d33
 def _ends(call, a, iv):
     "(lo, hi) of an operand: its interval if it varies, else its value twice."
@@ -686,7 +690,7 @@ class Product(Arithmetic):
         out = values[call.node].shape
         wa = self._w(values[a].shape, Reach(values[b], eb), out)  # Δu ⊙ ṽ, ṽ within eb of v
         wb = self._w(values[b].shape, Reach(values[a]), out)
-        return ea * wa + eb * wb
+        return times0(ea, wa) + times0(eb, wb)
     def interval(self, call, iv):
         a, b = call.node.args[:2]
         return _corners(_ends(call, a, iv), _ends(call, b, iv))
@@ -793,7 +797,7 @@ class MatProduct(Arithmetic):
         A, B, out = self._parts(call, values)
         spec = lambda M: torch.linalg.matrix_norm(M.double(), ord=2) ** 2
         ea, eb = errors
-        return ea * (self._w(A.shape[:-2], spec(B), out) + eb) + eb * self._w(B.shape[:-2], spec(A), out)
+        return times0(ea, self._w(A.shape[:-2], spec(B), out) + eb) + times0(eb, self._w(B.shape[:-2], spec(A), out))
 
 # %% ../nbs/00c_ops.ipynb #40f20f6f
 class Quotient(Arithmetic):
@@ -815,7 +819,7 @@ class Quotient(Arithmetic):
         u, v, out = call.value(num) if not isinstance(num, fx.Node) else values[num], values[den], values[call.node].shape
         w = [_per_image(meet((1 / v ** 2).expand(out), u.shape).sqrt().double())] if isinstance(num, fx.Node) and num in call.inputs else []
         return w + [_per_image(meet((u / v ** 2).square().expand(out), v.shape).sqrt().double())]
-    def error(self, call, values, errors): return errors[0] * math.inf
+    def error(self, call, values, errors): return sum(times0(e, math.inf) for e in errors)
     def interval(self, call, iv):
         (nl, nh), (dl, dh) = _ends(call, call.node.args[0], iv), _ends(call, call.node.args[1], iv)
         dl, dh = torch.as_tensor(dl), torch.as_tensor(dh)
@@ -887,7 +891,7 @@ class Attention(Op):
         return attention_lipschitz(x_sup=x_sup, **self.parts(call)).max().item()
     def error(self, call, values, errors):
         x = values[call.inputs[0]]
-        return attention_lipschitz(x_sup=x.flatten(1).norm(dim=1).double() + errors[0], **self.parts(call)) * errors[0]
+        return times0(errors[0], attention_lipschitz(x_sup=x.flatten(1).norm(dim=1).double() + errors[0], **self.parts(call)))
     def interval(self, call, iv):
         "Each output row of softmax·V is a convex combination of V's rows: within V's range over the tokens, then the out-projection."
         lo, hi = iv[call.inputs[0]]
