@@ -51,7 +51,7 @@ class TupleItem:
 class Call:
     "One traced node resolved against the registry: its entry, its module (if any), and the argument nodes that vary with the input (each use counted)."
     node: fx.Node
-    op: 'Op'
+    op: object  # its registry entry, an `Op`
     module: nn.Module = None
     inputs: list = field(default_factory=list)  # varying argument nodes in argument order, repeats kept
     env: dict = None  # recorded values: constants, sizes and (at the box centre) every activation
