@@ -941,3 +941,7 @@ def lipschitz_constant(module:nn.Module, # a layer in eval mode
     call = Call(node, op, module, [x], env, op.role)
     op.check(call)
     return op.lipschitz(call)
+
+# %% ../nbs/00c_ops.ipynb #af5e29fa
+register(Elementwise('elu', lambda alpha: max(1., abs(alpha)), (nn.ELU,), (F.elu, F.elu_), (), params={'alpha': (1, 1.)},
+                     lowest=lambda alpha: None if alpha >= 0 else 0.));

@@ -65,13 +65,16 @@ def zoo_model(name:str, # a torchvision classifier
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, name, 'untrained', transform, (3, size, size)).to(dtype=dtype).eval()
 
 # %% ../nbs/09_zoo.ipynb #7659c27a
-def tiny_model(name:str, # a torchvision classifier of the vision_transformer, swin_transformer, maxvit or convnext family
-               size=32, num_classes=10, seed=0, dtype=torch.float32)->Classifier:
+def tiny_model(name:str, # a torchvision classifier of the vision_transformer, swin_transformer, maxvit, convnext, vgg, alexnet or densenet family
+               size=None, # input side (default: 32, AlexNet's smallest 63)
+               num_classes=10, seed=0, dtype=torch.float32)->Classifier:
     "A small network of the same torchvision class and operations as `name`, in pixel space, for the tests."
     import torchvision.models.swin_transformer as swin
     from torchvision.models.convnext import CNBlockConfig
+    from torchvision.models.vgg import make_layers
     torch.manual_seed(seed)
     f = family(name)
+    size = size or (SMALLEST['alexnet'] if f == 'alexnet' else 32)
     if f == 'vision_transformer':
         net = torchvision.models.VisionTransformer(size, size // 2, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=num_classes)
         nn.init.normal_(net.heads.head.weight, std=0.01)  # zero in torchvision's initialisation
@@ -84,6 +87,16 @@ def tiny_model(name:str, # a torchvision classifier of the vision_transformer, s
         net = torchvision.models.MaxVit((size, size), 8, 2, [8, 16], [1, 1], head_dim=4, stochastic_depth_prob=0.2, num_classes=num_classes)
     elif f == 'convnext':
         net = torchvision.models.ConvNeXt([CNBlockConfig(8, 16, 1), CNBlockConfig(16, None, 1)], num_classes=num_classes)
+    elif f == 'vgg':
+        net = torchvision.models.VGG(make_layers([8, 'M', 16, 'M'], batch_norm='bn' in name), num_classes=num_classes)
+        net.classifier = nn.Sequential(nn.Linear(16 * 7 * 7, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 32), nn.ReLU(True), nn.Dropout(),
+                                       nn.Linear(32, num_classes))  # VGG's classifier with 32 units instead of 4096
+    elif f == 'alexnet':
+        net = torchvision.models.AlexNet(num_classes=num_classes)
+        net.classifier = nn.Sequential(nn.Dropout(), nn.Linear(256 * 6 * 6, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, 32), nn.ReLU(True),
+                                       nn.Linear(32, num_classes))  # AlexNet's classifier with 32 units instead of 4096
+    elif f == 'densenet':
+        net = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2, num_classes=num_classes)
     else: raise ValueError(f'no tiny variant of {name!r}: use zoo_model')
     return Classifier(net, IMAGENET_MEAN, IMAGENET_STD, name, 'untrained', pixel_transform(size, size), (3, size, size)).to(dtype=dtype).eval()
 

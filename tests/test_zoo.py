@@ -9,7 +9,7 @@ FAMILIES = {'alexnet': 'alexnet', 'convnext': 'convnext_tiny', 'densenet': 'dens
             'mobilenetv2': 'mobilenet_v2', 'mobilenetv3': 'mobilenet_v3_small', 'regnet': 'regnet_y_400mf', 'resnet': 'resnet18',
             'shufflenetv2': 'shufflenet_v2_x0_5', 'squeezenet': 'squeezenet1_1', 'swin_transformer': 'swin_v2_t', 'vgg': 'vgg11_bn',
             'vision_transformer': 'vit_b_32'}
-TINY = {'convnext', 'maxvit', 'swin_transformer', 'vision_transformer'}  # costly even at their smallest input: a small network of the same class
+TINY = {'alexnet', 'convnext', 'densenet', 'maxvit', 'swin_transformer', 'vgg', 'vision_transformer'}  # costly even at their smallest input: a small network of the same class
 
 
 def photo(model):
