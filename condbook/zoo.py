@@ -191,9 +191,10 @@ def run_zoo(out, # folder of one JSON file per model
     for name in names or classifiers():
         path = out/f'{name}.json'
         if path.exists() and json.loads(path.read_text()).get('done'): rows.append(json.loads(path.read_text())); continue
-        save = lambda row, path=path: atomic_write(path, lambda tmp: tmp.write_text(json.dumps({**row, 'family': family(row['model'])})))
         model = zoo_model(name, size)
         images = image_folder(data, limit=1) if data else sample_images(limit=1)
+        extra = dict(family=family(name), photo=Path(images.paths[0]).name)
+        save = lambda row, path=path: atomic_write(path, lambda tmp: tmp.write_text(json.dumps({**row, **extra})))
         x = next(batches(images, model.transform, batch_size=1))[0]
         rows.append(zoo_row(model, x, save=save, **kwargs))
     return rows

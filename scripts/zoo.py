@@ -27,6 +27,7 @@ def main():
         return -(-s // patch) * patch
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     data = args.data if Path(args.data).is_dir() else None
+    print(f'photo: the first of {data or "scikit-image (no folder " + args.data + ")"}', flush=True)
     for name in cheapest_first(args.names or None):
         path = out/f'{name}.json'
         row = json.loads(path.read_text()) if path.exists() else {}
