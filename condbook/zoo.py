@@ -120,45 +120,36 @@ def zoo_row(model:Classifier, # a classifier in pixel space, eval mode
             save=None)->dict: # called with the row after every part (to keep what finished)
     "Every measurement of condbook on `model` at `x`: values, seconds, and the error of each part that failed."
     row = dict(model=model.name, size=x.shape[-1], params=sum(p.numel() for p in model.parameters()))
-    def part(key, fn):
+    def part(key, fn, values=lambda out: {}):  # values: the row's entries from the part's result, saved with it
         t0 = time.perf_counter()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 out = fn()
+                row.update(values(out))
             row[f'{key}_seconds'] = round(time.perf_counter() - t0, 2)
             return out
         except Exception as e:
             row[f'{key}_error'] = f'{type(e).__name__}: {e}'[:400]
         finally:
             if save: save(row)
-    est = part('estimator', lambda: Estimator(model, model.input_shape))
+    est = part('estimator', lambda: Estimator(model, model.input_shape),
+               lambda est: dict(lipschitz=est.lipschitz, unbounded=est.unbounded, box_dependent=len(est.box_nodes),
+                                layers=len(est.layer_list), output_norm=model(x).norm().item()))
     if est is not None:
-        row.update(lipschitz=est.lipschitz, unbounded=est.unbounded, box_dependent=len(est.box_nodes), layers=len(est.layer_list),
-                   output_norm=model(x).norm().item())
-        r = part('bound', lambda: est(x))
+        r = part('bound', lambda: est(x), lambda r: dict(K=r.bound[0].item()))
         if r is not None:
-            row['K'] = r.bound[0].item()
-            pl = part('per_layer', lambda: r.per_layer)
-            if pl is not None: row['kappa_max'] = pl.kappa.max()
-            a = part('activation', lambda: r.activation_bound)
-            if a is not None: row['activation_bound'] = a[0].item()
-    loc = part('local', lambda: local_condition(model, x))
-    if loc is not None: row['local'] = loc[0].item()
-    if dense:
-        d = part('dense', lambda: dense_local(model, x))
-        if d is not None: row['local_dense'] = d[0].item()
-    rnd = part('random', lambda: random_amplification(model, x, 1e-3, n=draws))
-    if rnd is not None: row['random'] = rnd.max().item()
-    att = part('attack', lambda: attack_amplification(model, x, 'l2_output', 0.25, nb_iter=nb_iter))
-    if att is not None: row['attack'] = att[0].item()
+            part('per_layer', lambda: r.per_layer, lambda pl: dict(kappa_max=pl.kappa.max()))
+            part('activation', lambda: r.activation_bound, lambda a: dict(activation_bound=a[0].item()))
+    part('local', lambda: local_condition(model, x), lambda loc: dict(local=loc[0].item()))
+    if dense: part('dense', lambda: dense_local(model, x), lambda d: dict(local_dense=d[0].item()))
+    part('random', lambda: random_amplification(model, x, 1e-3, n=draws), lambda rnd: dict(random=rnd.max().item()))
+    part('attack', lambda: attack_amplification(model, x, 'l2_output', 0.25, nb_iter=nb_iter), lambda att: dict(attack=att[0].item()))
     if bits:
         ro = part('roundoff', lambda: Roundoff(est if est is not None else Estimator(model, model.input_shape), x, draws=0))  # the margin's direction
         if ro is not None:
-            p = part('bits_estimate', lambda: predict_bits(ro, x, 'fixed', 'both', kind='estimate'))
-            if p is not None: row['bits_estimate'] = p[0].item()
-            m = part('bits_measured', lambda: measure_bits(ro, x, 'fixed', 'both', bits=widths))
-            if m is not None: row['bits_measured'] = m[0].item()
+            part('bits_estimate', lambda: predict_bits(ro, x, 'fixed', 'both', kind='estimate'), lambda p: dict(bits_estimate=p[0].item()))
+            part('bits_measured', lambda: measure_bits(ro, x, 'fixed', 'both', bits=widths), lambda m: dict(bits_measured=m[0].item()))
     row['done'] = True
     if save: save(row)
     return row
