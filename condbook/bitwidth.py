@@ -30,8 +30,8 @@ from torch.func import functional_call, vjp, vmap
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import atomic_write, full_precision, image_norms, logit_margin, save_csv
-from .estimator import RELUS, Estimator, Join, Piece, _patch_norm, _tensor_inputs, record
-from .norms import ELEMENTWISE_LIPSCHITZ
+from .estimator import Estimator, Join, Piece, record
+from .ops import Elementwise, patch_norm
 from .plots import plots
 
 # %% ../nbs/04_bitwidth.ipynb #d847a3f7
@@ -177,28 +177,36 @@ ROUNDED_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)  # the modules whose weig
 WEIGHT_TYPES = (nn.Conv2d, nn.Linear)  # as deployed: the modules whose weights are rounded (BatchNorm folded into them)
 TARGETS = ('weights', 'activations', 'both')
 
-def _entrywise(node, gm)->bool:
+def _entrywise(node)->bool:
     "Whether the traced `node` is an entrywise activation (fused into the operation before it at deployment)."
-    return isinstance(gm.get_submodule(node.target), tuple(ELEMENTWISE_LIPSCHITZ)) if node.op == 'call_module' else node.target in RELUS
+    return isinstance(node.meta['call'].op, Elementwise)
+
+def _first_input(node): return node.meta['call'].inputs[0]  # the varying input a module reads
+
+def _columns(fn, *es, box=True):
+    "`fn` of [B] errors on [B, W] errors: column by column where the rule reads the recorded values per image (`box`), else at once."
+    if not box or es[0].dim() == 1: return fn(*es)
+    return torch.stack([fn(*(e[:, j] for e in es)) for j in range(es[0].shape[1])], 1)
 
 def rounding_points(est:Estimator, fused=False)->list:
     "Traced nodes whose values are rounded when activations are: the input, every layer's output and every join; `fused`: as deployed."
     if not fused: return [est.input_node] + [l.sink for l in est.layer_list] + [o.node for o in est.ops if isinstance(o, Join)]
-    module = lambda n: est.gm.get_submodule(n.target)
+    module = lambda n: n.meta['call'].module  # None for a function
     points = {est.input_node} | {o.node for o in est.ops if isinstance(o, Join)}
     for p in est.pieces:
         for i, l in enumerate(p.layers):
             if l.affine:  # inside a fused layer: where one weight operation ends and the next begins
                 points |= {a for a, b in zip(l.modules, l.modules[1:]) if isinstance(module(a), ROUNDED_TYPES) and isinstance(module(b), WEIGHT_TYPES)}
-            fused_into_next = l.affine and i + 1 < len(p.layers) and _entrywise(p.layers[i + 1].sink, est.gm)
+            fused_into_next = l.affine and i + 1 < len(p.layers) and _entrywise(p.layers[i + 1].sink)
             if not fused_into_next: points.add(l.sink)
     points.discard(est.output_node)  # the logits are read from the last layer's 32-bit accumulators
     order = {n: i for i, n in enumerate(est.gm.graph.nodes)}
     return sorted(points, key=order.get)
 
 def rounded_parameters(est:Estimator)->dict:
-    "{module name: module} of the modules of `est` whose parameters are rounded."
-    return {n: m for n, m in est.gm.named_modules() if isinstance(m, ROUNDED_TYPES)}
+    "{module name: module} of the modules of `est`'s layers whose parameters are rounded: convolutions, linear layers, BatchNorm."
+    calls = [n.meta['call'] for l in est.layer_list for n in l.modules if n.op == 'call_module']
+    return {str(c.node.target): c.module for c in calls if isinstance(c.module, ROUNDED_TYPES)}
 
 def weight_modules(est:Estimator)->dict:
     "{module name: module} of the convolutions and linear layers of `est`: as deployed, their weights alone are rounded."
@@ -209,7 +217,7 @@ def batchnorm_folds(est:Estimator)->dict:
     folds = {}
     for l in est.layer_list:
         for a, b in zip(l.modules, l.modules[1:]):
-            conv, bn = est.gm.get_submodule(a.target), est.gm.get_submodule(b.target)
+            conv, bn = a.meta['call'].module, b.meta['call'].module
             if isinstance(conv, WEIGHT_TYPES) and isinstance(bn, nn.BatchNorm2d):
                 k = (bn.weight.detach() if bn.weight is not None else 1.) / (bn.running_var + bn.eps).sqrt()
                 folds[str(a.target)] = torch.where(k != 0, k, torch.ones_like(k))  # a channel with γ = 0 does not depend on its weights
@@ -316,7 +324,7 @@ class WeightTerm:
             sigma = (m.running_var + m.eps).sqrt().double()
             zhat = (z.double() - m.running_mean[:, None, None].double()) / sigma[:, None, None]
             self.reads, self.gain = zhat.flatten(2).norm(dim=2).amax(1), 1 / sigma.min().item()
-        else: self.reads, self.gain = _patch_norm(m, z).double(), _read_count(m) ** 0.5
+        else: self.reads, self.gain = patch_norm(m, z).double(), _read_count(m) ** 0.5
 
     def parameter_error(self, p, fmt):
         "Bound [1, W] on ‖round(p) − p‖ for the parameter `p` (its stats cached per scale grouping)."
@@ -405,14 +413,14 @@ class Roundoff:
             for l in self.est.layer_list:
                 for n in l.modules:
                     if str(n.target) in self.rounded:
-                        self._weights[n] = WeightTerm(self.rounded[str(n.target)], self.values[_tensor_inputs(n)[0]], self.values[n],
+                        self._weights[n] = WeightTerm(self.rounded[str(n.target)], self.values[_first_input(n)], self.values[n],
                                                       fold=self.folds.get(str(n.target)), bias=not self.deployed)
         return self._weights
 
     def layer_error(self, l, e_in, fmt=None, act=None):
         "Bound [B, W] on the error at the output of layer `l`, input off by `e_in` [B, W], parameters rounded to `fmt` (None: exact), activations inside it to `act`."
         inner = [n for n in l.modules[:-1] if n in self.point_set] if act is not None else []
-        if not l.affine or (fmt is None and not inner): return l.lipschitz * e_in
+        if not l.affine or (fmt is None and not inner): return _columns(lambda e: self.est.layer_error(l, self.values, e), e_in, box=l.call.op.needs_box)
         if l not in self._consts: self._consts[l] = [self.est.module_constant(n) for n in l.modules]
         consts = self._consts[l]
         d, terms = e_in, []
@@ -435,7 +443,7 @@ class Roundoff:
                 err = e[op.source]
                 for l in op.layers: err = add_rounding(l.sink, self.layer_error(l, err, w, a))
             else:
-                err = sum(e[i] for i in op.inputs) if op.kind == 'add' else sum(e[i] ** 2 for i in op.inputs).sqrt()
+                err = _columns(lambda *es: self.est.join_error(op, self.values, list(es)), *[e[i] for i in op.inputs], box=op.call.op.needs_box)
                 err = add_rounding(op.sink, err)
             e[op.sink] = err
         out = e[self.est.output_node] / self.out_norm[:, None]
@@ -609,8 +617,8 @@ def sample_sensitivity(est:Estimator, x:torch.Tensor, # the images [B, C, H, W]
     folds, mods = folds or {}, rounded_tensors(est, modules, biases)
     param_weights = {(name, p): VarianceWeights(getattr(m, p), exp_bits, False, fold=folds.get(name) if p == 'weight' else None)
                      for name, _, m, ps in mods for p in ps}
-    keep = list(dict.fromkeys(list(points) + [n for _, n, _, _ in mods] + [_tensor_inputs(n)[0] for _, n, _, _ in mods]))
-    per_image = sum(math.prod(n.meta['tensor_meta'].shape[1:]) for n in keep)
+    keep = list(dict.fromkeys(list(points) + [n for _, n, _, _ in mods] + [_first_input(n) for _, n, _, _ in mods]))
+    per_image = sum(math.prod(est.env[n].shape[1:]) for n in keep)
     chunk = chunk or max(1, int((1e9 if x.is_cuda else 4e7) // per_image))
     parts = {'activations': [], 'weights': []}
     fam = {part: None if families is None else {f for p, f in families if p == part} for part in parts}
@@ -627,7 +635,7 @@ def sample_sensitivity(est:Estimator, x:torch.Tensor, # the images [B, C, H, W]
                 rows['activations'].append([w(g[n], fam['activations']) for n, w in zip(points, acts)])
                 found = []
                 for name, node, m, ps in mods:
-                    ps_grads = per_sample_grads(m, kept[_tensor_inputs(node)[0]].detach(), g[node], ps)
+                    ps_grads = per_sample_grads(m, kept[_first_input(node)].detach(), g[node], ps)
                     found += [param_weights[(name, p)](ps_grads[p], fam['weights']) for p in ps]
                 rows['weights'].append(found)
         for part, per_dir in rows.items():  # per direction, per tensor: {family: [chunk]} -> {family: [chunk, D, T]}

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .core import image_norms, jacobian_products, logit_margin, module_like, require_eval
 from .plots import plots
 from .norms import _tridiagonal, seeded_start
-from .estimator import UnsupportedOperationError, build_layers, record, trace
+from .estimator import UnsupportedOperationError, build_layers, record, resolve, trace
 
 # %% ../nbs/01a_certify.ipynb #ad1812e1
 def _elementwise(kinks, slopes):
@@ -191,8 +191,9 @@ class Certifier:
         self.chunk, self.max_exact = chunk, max_exact
         self.like = dict(dtype=torch.float64, device=module_like(model)['device'])
         self.gm, self.gm32 = trace(copy.deepcopy(model).double()), trace(copy.deepcopy(model).float())
+        resolve(self.gm, torch.zeros(1, *self.input_shape, **self.like))  # each node's registry entry and role
         ShapeProp(self.gm).propagate(torch.zeros(1, *self.input_shape, **self.like))
-        build_layers(self.gm)  # node roles; raises on an operation without a rule
+        build_layers(self.gm)  # raises on an operation without a rule
         self.input_node = next(n for n in self.gm.graph.nodes if n.op == 'placeholder')
         self.output_node = next(n for n in self.gm.graph.nodes if n.op == 'output').args[0]
         self.kinks = [(n, kink_rule(n, self.gm)) for n in self.gm.graph.nodes if n.meta['role'] == 'nonlinear']

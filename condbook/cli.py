@@ -143,7 +143,7 @@ def _layer_norm_costs(est, tol, power_cap):
     "Per affine layer of `est`: Lanczos and power-iteration applications to `tol`, power capped at `power_cap`× Lanczos."
     env, rows = record(est.gm, torch.zeros(1, *est.input_shape, **est.like)), []
     for l in tqdm([l for l in est.layer_list if l.affine], desc='lanczos vs power', leave=False):
-        fn, shape = est.layer_map(l, env), (1, *l.source.meta['tensor_meta'].shape[1:])
+        fn, shape = est.layer_map(l, env), (1, *est.env[l.source].shape[1:])
         v0 = seeded_start(shape, **est.like)
         with torch.no_grad():
             adj = adjoint(fn, shape, **est.like)

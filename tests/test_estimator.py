@@ -60,9 +60,29 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match='channels'): est(torch.rand(1, 1, 14, 14))
     with pytest.raises(ValueError, match='built for'): est(torch.rand(1, 3, 15, 14))
     with pytest.raises(ValueError, match='training mode'): Estimator(tiny().train(), (3, 14, 14))
-    with pytest.raises(UnsupportedOperationError, match="node '_1' .*GELU"):
-        Estimator(nn.Sequential(nn.Conv2d(3, 3, 3), nn.GELU()).eval(), (3, 8, 8))
+    with pytest.raises(UnsupportedOperationError, match=r"node '_1' .*call_module LPPool2d"):
+        Estimator(nn.Sequential(nn.Conv2d(3, 3, 3), nn.LPPool2d(2, 2)).eval(), (3, 8, 8))
     x = torch.rand(2, 3, 14, 14, dtype=torch.float64); x[0, 0, 0, 0] = math.inf
     with pytest.warns(UserWarning, match='0: input has NaN or Inf'):
         r = est(x)
     assert math.isnan(r.bound[0]) and math.isfinite(r.bound[1])
+
+
+def test_a_users_normalising_wrapper_and_shared_operands():
+    "(x − mean)/std with buffers is affine; y + y and cat([y, y]) count both uses (the bound stays above the dense κ)."
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('mean', torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1))
+            self.register_buffer('std', torch.tensor([0.2, 0.3, 0.25]).view(3, 1, 1))
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(2 * 4 * 36, 3)
+        def forward(self, x):
+            y = torch.relu(self.conv((x - self.mean) / self.std))
+            return self.fc(torch.cat([y + y, y], 1).flatten(1))
+    torch.manual_seed(0)
+    net, x = Wrapped().double().eval(), torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    est = Estimator(net, (3, 8, 8), cache=False)
+    r = est(x)
+    assert [j.kind for j in est.joins] == ['add', 'concatenate'] and [len(j.inputs) for j in est.joins] == [2, 2]
+    ref = dense_local_condition(net, x)
+    assert (ref <= r.activation_bound * 1.002).all() and (r.activation_bound <= r.bound).all()

@@ -1,0 +1,37 @@
+"Every torchvision classifier through every part of condbook: one model of each family at a small input here, every model at its own size with CONDBOOK_ZOO=full."
+import math, os, warnings
+import pytest, torch
+from condbook.data import batches, sample_images
+from condbook.zoo import check_row, classifiers, family, smallest_size, tiny_model, zoo_model, zoo_row
+
+FAMILIES = {'alexnet': 'alexnet', 'convnext': 'convnext_tiny', 'densenet': 'densenet121', 'efficientnet': 'efficientnet_b0',
+            'googlenet': 'googlenet', 'inception': 'inception_v3', 'maxvit': 'maxvit_t', 'mnasnet': 'mnasnet0_5',
+            'mobilenetv2': 'mobilenet_v2', 'mobilenetv3': 'mobilenet_v3_small', 'regnet': 'regnet_y_400mf', 'resnet': 'resnet18',
+            'shufflenetv2': 'shufflenet_v2_x0_5', 'squeezenet': 'squeezenet1_1', 'swin_transformer': 'swin_v2_t', 'vgg': 'vgg11_bn',
+            'vision_transformer': 'vit_b_32'}
+TINY = {'alexnet', 'convnext', 'densenet', 'maxvit', 'swin_transformer', 'vgg', 'vision_transformer'}  # costly even at their smallest input: a small network of the same class
+
+
+def photo(model):
+    return next(batches(sample_images(limit=1), model.transform, batch_size=1))[0]
+
+
+def test_every_family_has_a_representative():
+    assert {family(n) for n in classifiers()} == set(FAMILIES) and all(family(n) == f for f, n in FAMILIES.items())
+
+
+@pytest.mark.parametrize('fam', sorted(FAMILIES))
+def test_family(fam):
+    "Every part runs; K ≥ activation-aware ≥ local κ = the dense Jacobian's ≥ random amplification; K ≥ the attack's."
+    name = FAMILIES[fam]
+    model = tiny_model(name) if fam in TINY else zoo_model(name, smallest_size(name), num_classes=10)
+    row = zoo_row(model, photo(model), draws=2, nb_iter=2, dense=True, widths=(4, 8, 16))
+    check_row(row)
+
+
+@pytest.mark.skipif(os.environ.get('CONDBOOK_ZOO') != 'full', reason='every classifier at its own size: hours; set CONDBOOK_ZOO=full')
+@pytest.mark.parametrize('name', classifiers())
+def test_full_size(name):
+    model = zoo_model(name)
+    row = zoo_row(model, photo(model))
+    check_row(row)
