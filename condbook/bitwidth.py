@@ -644,7 +644,8 @@ def sample_sensitivity(est:Estimator, x:torch.Tensor, # the images [B, C, H, W]
 
 def image_sensitivity(est:Estimator, x:torch.Tensor, # one image [1, C, H, W]
                       directions:torch.Tensor, # output directions u [D, classes]
-                      exp_bits=8)->dict: # exponent bits of the floating-point family
+                      exp_bits=8, # exponent bits of the floating-point family
+                     )->dict:
     "{(part, family): [D]}: Σ σ_i² (∂(u·f)/∂t_i)² over the rounded activations and parameters, per direction u."
     sums = sample_sensitivity(est, x, directions[None].to(x), rounding_points(est), rounded_parameters(est), exp_bits)
     return {k: v[0].sum(-1) for k, v in sums.items()}
@@ -758,7 +759,8 @@ def safe(self:Roundoff, fmt, target:str, kind='bound', confidence=3.)->torch.Ten
 
 # %% ../nbs/04_bitwidth.ipynb #1616bad4
 def minimal_bits(ok:torch.Tensor, # [B, W]: whether width `bits[w]` is safe for image b
-                 bits)->torch.Tensor: # the W widths, ascending
+                 bits, # the W widths, ascending
+                )->torch.Tensor:
     "Per image [B], the smallest width from which on every wider one is safe; inf where the widest is not."
     tail = ok.flip(1).long().cumprod(1).flip(1).bool()
     first = tail.float().argmax(1)
@@ -812,7 +814,8 @@ def predict_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of 
                  confidence=3., # estimate: margin in standard deviations of its linearised change
                  bits=None, # widths to scan (default `width_grid(fmt)`)
                  est=None, # an `Estimator` of `model` to reuse
-                 calibration=None)->torch.Tensor: # calibration images (or a `Calibration`): static activation ranges, as deployed
+                 calibration=None, # calibration images (or a `Calibration`): static activation ranges, as deployed
+                )->torch.Tensor:
     "Predicted minimal safe width per image [B] (inf beyond the scanned widths), every width at once."
     ro = roundoff(model, x, est, 0, calibration)
     bits = list(bits or width_grid(fmt))
@@ -826,7 +829,8 @@ def measure_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of 
                  exp_bits=8, # floating point: exponent bits
                  bits=None, # widths to scan (default `width_grid(fmt, measured=True)`)
                  est=None, # an `Estimator` of `model` to reuse
-                 calibration=None)->torch.Tensor: # calibration images (or a `Calibration`): static activation ranges, as deployed
+                 calibration=None, # calibration images (or a `Calibration`): static activation ranges, as deployed
+                )->torch.Tensor:
     "Measured minimal width per image [B]: the smallest from which on quantizing never changes the top-1 class."
     ro = roundoff(model, x, est, 0, calibration)
     bits = bits or width_grid(fmt, measured=True, dtype=ro.x.dtype)
@@ -862,7 +866,8 @@ def _frame(cols:dict, **fixed)->pd.DataFrame:
 
 def bitwidth_table(ro:Roundoff, # the analysis at a batch
                    fmt='fixed', targets=TARGETS, per_channel=False, exp_bits=8, confidence=3.,
-                   bits=None)->pd.DataFrame: # widths (default: those that can be emulated)
+                   bits=None, # widths (default: those that can be emulated)
+                  )->pd.DataFrame:
     "Per image, target and width: predicted (bound, estimate) and measured relative output error, predicted safe and top-1 kept."
     frames = []
     for b in bits or width_grid(fmt, measured=True, dtype=ro.x.dtype):
@@ -875,7 +880,8 @@ def bitwidth_table(ro:Roundoff, # the analysis at a batch
     return out.astype({'safe_bound': bool, 'safe_estimate': bool, 'unchanged': bool})[['image', 'format', 'target', 'bits', *cols]]
 
 def safe_width(minimal:torch.Tensor, # minimal safe widths per image [B] (inf: none scanned)
-               keep=0.99)->float: # fraction of images whose top-1 class must survive
+               keep=0.99, # fraction of images whose top-1 class must survive
+              )->float:
     "The smallest width that keeps at least `keep` of the predictions unchanged."
     return torch.quantile(minimal.double(), keep, interpolation='higher').item()
 
@@ -1011,7 +1017,8 @@ def allocate_bits(sens:pd.DataFrame, # `weight_sensitivities`, or a `Roundoff` a
                   mean_bits:float, # average bits per parameter (the size of the uniform model)
                   lo=2, hi=32, # allowed widths
                   method=None, # one of `ALLOCATIONS` (default: the sensitivities'; 'statistical' for a `Roundoff`)
-                  per_channel=True, act=None)->pd.Series: # for a `Roundoff`: weight scales per channel, the activations' format (None: float)
+                  per_channel=True, act=None, # for a `Roundoff`: weight scales per channel, the activations' format (None: float)
+                 )->pd.Series:
     "Bits per module under the budget `mean_bits` (can be passed wherever a width is taken)."
     if isinstance(sens, Roundoff): sens = weight_sensitivities(sens, method or 'statistical', per_channel=per_channel, act=act)
     method = method or sens.attrs.get('method', 'bound')

@@ -86,7 +86,8 @@ def _images_in(folder)->list:
     return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith('.') and not f.is_dir())
 
 def image_folder(root, # ImageNet root with the devkit, a folder of class subfolders, or a flat folder of `<wnid>_….JPEG`
-                 limit:Int(1)=None)->ImageSet: # at most this many images (the first in sorted order)
+                 limit:Int(1)=None, # at most this many images (the first in sorted order)
+                )->ImageSet:
     "The labelled images under `root`."
     root, limit = Path(root), Int(1)(limit, 'limit') if limit is not None else None
     if not root.exists(): raise MissingPath(f'image folder {root} does not exist')

@@ -126,7 +126,8 @@ def _target(node:fx.Node, gm:fx.GraphModule):
 def node_role(node:fx.Node, # a node of `gm`, in topological order
               gm:fx.GraphModule,
               env:dict, # recorded values of every node
-              varying:set)->str: # the nodes found to vary with the input so far (updated)
+              varying:set, # the nodes found to vary with the input so far (updated)
+             )->str:
     "The role of `node`: input, output, constant, or its registry entry's role (then `node.meta['call']` holds the resolved `Call`)."
     if node.op in ('placeholder', 'output'): role = {'placeholder': 'input', 'output': 'output'}[node.op]
     else:
@@ -152,7 +153,8 @@ def node_role(node:fx.Node, # a node of `gm`, in topological order
 
 # %% ../nbs/01_estimator.ipynb #f83d101b
 def resolve(gm:fx.GraphModule, # a traced network
-            x:torch.Tensor)->dict: # an input [B, *input_shape]
+            x:torch.Tensor, # an input [B, *input_shape]
+           )->dict:
     "Record `gm` at `x`, fuse tuple items, and resolve every node against the registry; the recorded values."
     env = record(gm, x)
     if fuse_items(gm, env): env = record(gm, x)
@@ -666,7 +668,8 @@ def join_error(self:Estimator, join:Join, values:dict, errors:list)->torch.Tenso
 def local_condition(model:nn.Module, # classifier in eval mode
                     x:torch.Tensor, # batch [B, C, H, W]
                     tol=1e-3, # relative Lanczos residual on ‖J‖²; ‖J‖ is within tol/2
-                    max_applications=600)->torch.Tensor: # budget of J and Jᵀ products
+                    max_applications=600, # budget of J and Jᵀ products
+                   )->torch.Tensor:
     "Exact first-order relative condition number ‖J_f(x)‖₂·‖x‖/‖f(x)‖ per image [B] (NaN, with a warning, where f(x) = 0)."
     require_eval(model)
     x = x.to(**module_like(model))

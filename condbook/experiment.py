@@ -340,7 +340,8 @@ def run_experiment(cfg:ExperimentConfig, # what to measure
 
 # %% ../nbs/08_experiment.ipynb #de72f1aa
 def load_results(out, # experiment output folder
-                 limit:Int(1)=None)->pd.DataFrame: # only the run's first `limit` images
+                 limit:Int(1)=None, # only the run's first `limit` images
+                )->pd.DataFrame:
     "The rows of the run's images in `out` (all shards, one per key), each with the image's place in the run (`image`)."
     out, limit = out_folder(out, exists=True), check_options(load_results, dict(limit=limit))['limit']
     if not list(out.glob('results-*.jsonl')): raise MissingPath(f'no results in {out} (no results-*.jsonl: is it the --out of condbook experiment?)')
@@ -355,7 +356,8 @@ def load_results(out, # experiment output folder
 
 # %% ../nbs/08_experiment.ipynb #f1ba1f27
 def complete_rows(df:pd.DataFrame, # rows of `load_results`
-                  plan:list)->pd.DataFrame: # (measurement, eps) pairs: `ExperimentConfig.measurements()`
+                  plan:list, # (measurement, eps) pairs: `ExperimentConfig.measurements()`
+                 )->pd.DataFrame:
     "The rows of the images that have every (measurement, eps) of `plan`."
     key = lambda m, e: (m, None if e is None or pd.isna(e) else float(e))
     wanted = {key(m, e) for m, e in plan}
@@ -565,7 +567,8 @@ def _stale_files(out, df)->int:
 
 #| export
 def summarize(out, # experiment output folder
-              limit:Int(1)=None)->Path: # only the run's first `limit` images
+              limit:Int(1)=None, # only the run's first `limit` images
+             )->Path:
     "Write per_image.csv, tightness.csv, timing.csv, the figures and summary.md from every shard under `out`; return summary.md."
     out = Path(out)
     df, cfg = load_results(out, limit), saved_config(out)
@@ -678,7 +681,8 @@ def study_from_env(model:str, # one of `condbook.models.MODELS`
                    limit=None, # number of images; None: $CONDBOOK_N_IMAGES, else all
                    device=None, # None: $CONDBOOK_DEVICE, else 'auto'
                    quick=None, # CI-sized settings (`QUICK`); None: $CONDBOOK_QUICK == '1'
-                   **settings)->tuple: # other `ExperimentConfig` fields that differ from the defaults
+                   **settings, # other `ExperimentConfig` fields that differ from the defaults
+                  )->tuple:
     "Run or resume the study of `model` in out/<model>-<weights>-<size>-<data folder>[-quick] and summarize it; (config, run folder, rows of the measured images)."
     out = _setting(out, 'CONDBOOK_OUT', None) or checkout_runs()
     if out is None: raise InputError('study_from_env: set CONDBOOK_OUT or pass out= (condbook is installed, not imported from a source checkout)')

@@ -180,7 +180,8 @@ def load_model(name='efficientnet_lite0', # one of `MODELS`
                device='cpu', # 'cpu', 'cuda' or 'auto' (a GPU when there is one)
                dtype=torch.float32, # float32, or float64 for the checks
                seed=0, # seed of an untrained network's initialisation
-               channels_last=False)->Classifier: # store 4-D weights channels-last (NHWC), oneDNN's fast layout on a CPU
+               channels_last=False, # store 4-D weights channels-last (NHWC), oneDNN's fast layout on a CPU
+              )->Classifier:
     "A `Classifier` in eval mode on `device` and `dtype`."
     if name not in MODELS: raise InputError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
     device = resolve_device(device)

@@ -292,7 +292,8 @@ class Mean(Affine):
 
 # %% ../nbs/00c_ops.ipynb #d2717f47
 def patch_norm(module:nn.Module, # nn.Conv2d or nn.Linear
-               z:torch.Tensor)->torch.Tensor: # its input [B, ...]
+               z:torch.Tensor, # its input [B, ...]
+              )->torch.Tensor:
     "‖U(z)‖_F per image [B]: the input patches a convolution (or linear layer) reads, each value once per reading."
     if isinstance(module, nn.Linear): return z.flatten(1).norm(dim=1)
     ones = torch.ones_like(module.weight)
@@ -405,7 +406,9 @@ class Elementwise(Op):
         super().__init__(name, modules, functions, methods)
         self.constant, self.params, self.bounds, self.kinks, self.lowest = constant, params or {}, bounds, kinks, lowest
         self.piecewise_linear = kinks is not None
-    def values(self, call): return {k: _param(call, k, i, d) for k, (i, d) in self.params.items()}
+    def values(self, call):
+        "The parameters of this use (argument or default), by name."
+        return {k: _param(call, k, i, d) for k, (i, d) in self.params.items()}
     def _get(self, v, call): return v(**self.values(call)) if callable(v) else v
     def lipschitz(self, call, reach=None): return float(self._get(self.constant, call))
     def output_bound(self, call):
@@ -461,7 +464,8 @@ def _windows(module, H, W):
     return windows(Ho, kh, sh, ph, dh), windows(Wo, kw, sw, pw, dw)
 
 def pool_window_counts(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
-                       input_shape)->torch.Tensor: # (C, H, W)
+                       input_shape, # (C, H, W)
+                      )->torch.Tensor:
     "Number of pooling windows that contain each input position: [H, W]."
     H, W = input_shape[-2:]
     rows, cols = _windows(module, H, W)
@@ -492,7 +496,8 @@ def _top2_gap(w:torch.Tensor, dim:int)->torch.Tensor:
     return torch.where(torch.isfinite(top.select(dim, 1)), top.select(dim, 0) - top.select(dim, 1), math.inf)
 
 def window_gaps(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
-                z:torch.Tensor)->torch.Tensor: # its input [B, C, H, W]
+                z:torch.Tensor, # its input [B, C, H, W]
+               )->torch.Tensor:
     "Per output of the pooling: the gap between the two largest entries of its window."
     B, C, H, W = z.shape
     if isinstance(module, nn.MaxPool2d):
@@ -515,6 +520,7 @@ class Softmax(Op):
     "softmax along one dimension: L = ½; entries in [0, 1], each slice of ℓ2 norm ≤ 1."
     role = 'nonlinear'
     def dim(self, call):
+        "The dimension the softmax normalises."
         d = call.module.dim if call.module is not None else call.arg(1, 'dim')
         if d is None: raise UnsupportedOperationError(f'{call.name!r}: softmax without a dimension')
         return d % (len(call.out_shape) + 1)
@@ -597,7 +603,8 @@ class Reach:
 def _align(shape, n): return (1,) * (n - len(shape)) + tuple(shape)
 
 def meet(sq:torch.Tensor, # squares of the other operand's entries, broadcast to the output shape
-         own_shape)->torch.Tensor: # shape of the operand whose entries are met
+         own_shape, # shape of the operand whose entries are met
+        )->torch.Tensor:
     "Per entry i of the operand: the sum of `sq` over the output entries that entry i takes part in (its broadcast copies)."
     own = _align(own_shape, sq.dim())
     dims = [d for d in range(1, sq.dim()) if own[d] == 1 and sq.shape[d] > 1]
@@ -624,6 +631,12 @@ def _corners(a, b, f=operator.mul):
 class Arithmetic(Op):
     "x ∘ c with one varying operand is affine; with several varying operands it is a join."
     def role_of(self, call): return 'affine' if len(call.inputs) == 1 else 'join'
+    def weights(self, call, reaches=None):
+        "A join's weights on its inputs' constants, valid wherever inputs in the box can take them (`reaches`)."
+        raise NotImplementedError
+    def local_weights(self, call, values):
+        "A join's weights at the recorded `values` (for the activation-aware bound)."
+        raise NotImplementedError
 
 class Sum(Arithmetic):
     "a + b, a − b (torch.add's alpha included): affine in one varying operand (a translation), a sum of two."
@@ -634,6 +647,7 @@ class Sum(Arithmetic):
         alpha = self.sign * call.node.kwargs.get('alpha', 1)
         return (l0 + alpha * l1, h0 + alpha * h1) if alpha >= 0 else (l0 + alpha * h1, h0 + alpha * l1)
     def coefficients(self, call):
+        "The signed coefficient of each varying operand."
         alpha = call.node.kwargs.get('alpha', 1)
         return [1.] + [float(abs(alpha))] * (len(call.inputs) - 1)
     def linear_args(self, call): return tuple(zero_constants(call, a) for a in call.node.args[:2]) + call.node.args[2:], dict(call.node.kwargs)
@@ -740,7 +754,9 @@ class MatProduct(Arithmetic):
                                                          math.prod(x.shape[sub.index(c)] for c in rows), math.prod(x.shape[sub.index(c)] for c in cols))
             return form(a, fa, inner), form(b, inner, fb)
         return (lambda x: x), (lambda x: x)
-    def operands(self, call): return call.node.args[1:] if call.node.target is torch.einsum else call.node.args[:2]
+    def operands(self, call):
+        "The two operands of the product (einsum's after its equation)."
+        return call.node.args[1:] if call.node.target is torch.einsum else call.node.args[:2]
     def check(self, call):
         if len(call.node.args) != (3 if call.node.target is torch.einsum else 2) or call.node.kwargs:
             raise UnsupportedOperationError(f'{call.node.name!r}: a matrix product needs its operands as positional arguments')
@@ -844,7 +860,8 @@ def attention_lipschitz(w_qkv:torch.Tensor, # [3C, C] in-projection (query, key,
                         x_sup, # bound on ‖X‖_F of one sequence over the reachable inputs (float or [B])
                         b_qkv=None, # [3C] in-projection bias
                         tau=None, # cosine attention: per-head logit scales [H] (Swin V2)
-                        eps=1e-12)->torch.Tensor: # cosine attention: F.normalize's ε
+                        eps=1e-12, # cosine attention: F.normalize's ε
+                       )->torch.Tensor:
     "Lipschitz constant of multi-head self-attention on inputs with ‖X‖_F ≤ x_sup (see the derivation)."
     C = w_o.shape[1]
     d = C // heads
@@ -864,6 +881,7 @@ class Attention(Op):
     "Multi-head self-attention (nn.MultiheadAttention, Swin's shifted-window attention): a constant on the reachable inputs."
     role, needs_box = 'nonlinear', True
     def parts(self, call)->dict:
+        "The attention's projection weights and biases and its number of heads."
         if call.module is not None:
             m = call.module
             return dict(w_qkv=m.in_proj_weight, w_o=m.out_proj.weight, heads=m.num_heads, tokens=call.in_shape[0], b_qkv=m.in_proj_bias)
@@ -928,7 +946,8 @@ register(ShapeOnly('made from a shape', (), (torch.zeros_like, torch.ones_like, 
 def lipschitz_constant(module:nn.Module, # a layer in eval mode
                        input_shape, # shape of one input, without batch
                        tol=1e-4, # tolerance for affine layers (see `operator_norm`)
-                       cache=True)->float: # use the memory and disk cache
+                       cache=True, # use the memory and disk cache
+                      )->float:
     "ℓ2 Lipschitz constant of `module` on inputs of `input_shape`: exact for every supported layer kind."
     op = lookup('call_module', module)
     if op is None: raise TypeError(f"no Lipschitz constant for {type(module).__name__}")

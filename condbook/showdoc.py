@@ -11,10 +11,20 @@ from fastcore.docments import docments
 from nbdev.showdoc import BasicMarkdownRenderer
 
 # %% ../nbs/09_showdoc.ipynb #da12d024
+def _base_docstring(f)->str:
+    "A method's contract as a condbook base class documents it (an override says the same), else ''."
+    owner, _, name = getattr(f, '__qualname__', '').rpartition('.')
+    cls = getattr(f, '__globals__', {}).get(owner) if owner and '.' not in owner else None
+    for base in (cls.__mro__[1:] if inspect.isclass(cls) else ()):
+        m = base.__dict__.get(name)
+        if m is not None and base.__module__.startswith('condbook') and getattr(m, '__doc__', None): return m.__doc__
+    return ''
+
 def own_docstring(sym)->str:
-    "The docstring `sym` defines itself: not its class's, not its `__call__`'s; '' if none."
+    "The docstring `sym` defines itself (or, for an override, its condbook base's): not its class's, not its `__call__`'s; '' if none."
     if inspect.isclass(sym): return inspect.cleandoc(sym.__dict__.get('__doc__') or '')
-    return inspect.cleandoc(getattr(inspect.unwrap(sym), '__doc__', None) or '')
+    f = inspect.unwrap(sym)
+    return inspect.cleandoc(getattr(f, '__doc__', None) or _base_docstring(f))
 
 # %% ../nbs/09_showdoc.ipynb #9ebd4338
 class Renderer(BasicMarkdownRenderer):

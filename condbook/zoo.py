@@ -117,7 +117,8 @@ def zoo_row(model:Classifier, # a classifier in pixel space, eval mode
             bits=True, # predict and measure bits
             widths=None, # fixed-point widths measured (default: 2 to 32)
             dense=False, # the exact κ(x) from the dense Jacobian (small inputs and heads only)
-            save=None)->dict: # called with the row after every part (to keep what finished)
+            save=None, # called with the row after every part (to keep what finished)
+           )->dict:
     "Every measurement of condbook on `model` at `x`: values, seconds, and the error of each part that failed."
     row = dict(model=model.name, size=x.shape[-1], params=sum(p.numel() for p in model.parameters()))
     def part(key, fn, values=lambda out: {}):  # values: the row's entries from the part's result, saved with it

@@ -5,9 +5,12 @@ import argparse, json, math, os, platform, sys, tempfile, time, warnings
 from pathlib import Path
 import torch
 
-TOLERANCES = {  # measurement prefix -> (kind, tolerance); kind 'rel': |a-b|/|b|, 'abs': |a-b|; None: reported, not checked
-    'estimate': ('rel', 1e-3), 'local_condition': ('rel', 1e-3), 'bitwidth': ('abs', 1), 'attack_': ('rel', 0.05),
-    'random_': None, 'parameters': None, 'flip_radius': None}
+# measurement prefix -> (kind, tolerance); kind 'rel': |a-b|/|b|, 'abs': |a-b|; None: reported, not checked. The deterministic
+# attacks (FGSM, Carlini-Wagner) are checked; PGD and the output-distortion attack start from a random point drawn by the device's
+# own generator (CUDA and CPU streams differ), so like the random perturbations and parameter draws they are reported only.
+TOLERANCES = {
+    'estimate': ('rel', 1e-3), 'local_condition': ('rel', 1e-3), 'bitwidth': ('abs', 1), 'attack_fgsm': ('rel', 0.05),
+    'attack_cw_l2': ('rel', 0.05), 'attack_': None, 'random_': None, 'parameters': None, 'flip_radius': None}
 
 
 def flat(d, prefix=''):

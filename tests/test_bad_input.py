@@ -537,7 +537,7 @@ def test_migrated_rows_resume(copy, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------------
-# The API cases of issue 19 §5, handled by other branches: expected behaviour, strict xfail until they are merged.
+# The API cases of issue 19 §5.
 def _warns_on_zero_output():
     from condbook.estimator import local_condition
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
@@ -548,7 +548,6 @@ def _warns_on_zero_output():
     return bool(w) and torch.isnan(v).all()
 
 
-@pytest.mark.xfail(strict=True, reason='local_condition warns when f(x) = 0: on the registry branch, not merged yet (issue 19 §5)')
 def test_local_condition_warns_when_the_output_is_zero():
     assert _warns_on_zero_output()
 
@@ -557,10 +556,9 @@ def _refuses_exp_bits_0():
     from condbook.bitwidth import predict_bits
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
     try: predict_bits(net, torch.rand(2, 3, 2, 2), 'float', 'weights', exp_bits=0)
-    except ValueError as e: return 'exp_bits' in str(e)
+    except ValueError as e: return 'exponent bits' in str(e) and 'got 0' in str(e)
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="predict_bits(fmt='float', exp_bits=0) is refused: on the bit-width branch, not merged yet (issue 19 §5)")
 def test_predict_bits_refuses_zero_exponent_bits():
     assert _refuses_exp_bits_0()
