@@ -31,7 +31,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import atomic_write, full_precision, image_norms, logit_margin, save_csv
 from .estimator import Estimator, Join, Piece, record
-from .ops import Elementwise, patch_norm
+from .ops import Elementwise, patch_norm, read_count
 from .plots import plots
 
 # %% ../nbs/04_bitwidth.ipynb #d847a3f7
@@ -301,10 +301,6 @@ def calibrate(est:Estimator, # the network (its traced graph)
     return Calibration(points, torch.where(amax > 0, amax, torch.ones_like(amax)), signed, method)
 
 # %% ../nbs/04_bitwidth.ipynb #4b230a8a
-def _read_count(m):
-    "How often a convolution reads one input value at most (per output channel): kh·kw; 1 for a linear layer."
-    return math.prod(m.kernel_size) if isinstance(m, nn.Conv2d) else 1
-
 def folded_stats(w:torch.Tensor, # a weight [C_out, ...]
                  k:torch.Tensor, # the BatchNorm factor folded into it [C_out]
                  per_channel:bool)->TensorStats:
@@ -324,7 +320,7 @@ class WeightTerm:
             sigma = (m.running_var + m.eps).sqrt().double()
             zhat = (z.double() - m.running_mean[:, None, None].double()) / sigma[:, None, None]
             self.reads, self.gain = zhat.flatten(2).norm(dim=2).amax(1), 1 / sigma.min().item()
-        else: self.reads, self.gain = patch_norm(m, z).double(), _read_count(m) ** 0.5
+        else: self.reads, self.gain = patch_norm(m, z).double(), read_count(m) ** 0.5
 
     def parameter_error(self, p, fmt):
         "Bound [1, W] on ‖round(p) − p‖ for the parameter `p` (its stats cached per scale grouping)."
