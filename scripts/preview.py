@@ -163,6 +163,16 @@ FONTS = ('MMLorHTML: {prefer: "HTML"}, menuSettings: {assistiveMML: false}, "HTM
          'styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local(\'MathJax_Blank\')"}}},')
 
 
+def config_first(body:str)->str:
+    "Move the page's MathJax configuration above the script that loads MathJax, so MathJax cannot start without it."
+    # MathJax reads `text/x-mathjax-config` blocks once, early in its start-up; one placed after MathJax.js is missed when
+    # the parser reaches it late (a long page on a busy machine), and MathJax then asks for its default TeX fonts (a 404)
+    m = re.search(r'<!-- MathJax configuration -->\s*<script type="text/x-mathjax-config">.*?</script>', body, flags=re.S)
+    load = body.find('<!-- Load mathjax -->')
+    if m is None or load < 0 or load > m.start(): return body
+    return body[:load] + m.group(0) + '\n' + body[load:m.start()] + body[m.end():]
+
+
 def render(proc:Path, out:Path, cfg:dict=None)->list:
     "HTML of every processed notebook in `proc`, in the sidebar's order, into `out`; return the page paths."
     cfg = cfg or site_config()
@@ -189,6 +199,7 @@ def render(proc:Path, out:Path, cfg:dict=None)->list:
         body = re.sub(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', '', body)  # no network: drop CDN scripts
         body = body.replace('</head>', css + STYLE + '</head>', 1)
         body = body.replace("messageStyle: 'none',", "messageStyle: 'none', " + FONTS, 1)
+        body = config_first(body)
         toc = toc_html(body, opts.get('toc-depth', 3)) if opts.get('toc') else ''
         if toc: body = body.replace('<body class="jp-Notebook"', '<body class="jp-Notebook cb-with-toc"', 1)
         body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + nav_html(site.get('title', 'Home'), links, page, prefix) + toc,

@@ -10,7 +10,7 @@ classes shown as classes, and the table of contents and previous/next links.
 Screenshots of the estimator page and of the EfficientNet-Lite0 experiment page go to $CONDBOOK_TEST_OUT (default:
 test-output/).
 """
-import functools, http.server, importlib, inspect, json, os, re, shutil, subprocess, sys, threading
+import functools, http.server, urllib.request, importlib, inspect, json, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 import pytest
 from fastcore.docments import docments
@@ -134,6 +134,15 @@ def test_preview_lists_every_notebook_in_sidebar_order(site):
                          '02_perturbations.html', '03_attacks.html', '04_bitwidth.html']
     assert pages[8:12] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
     assert sorted(p.replace('.html', '.ipynb') for p in pages) == NOTEBOOKS
+
+
+def test_mathjax_is_configured_before_it_loads(site):
+    "A configuration block after MathJax.js races its start-up: lost on a busy machine, MathJax asks for fonts not shipped."
+    base, pages = site
+    for path in pages:
+        html = urllib.request.urlopen(base + path).read().decode()
+        config, load = html.find('type="text/x-mathjax-config"'), html.find('mathjax/MathJax.js?config=')
+        assert 0 <= config < load, f'{path}: MathJax configuration at {config}, loader at {load}'
 
 
 def test_quarto_configuration_is_one_file():
