@@ -4,14 +4,14 @@
 
 # %% auto #0
 __all__ = ['PERTURBATIONS', 'Trials', 'random_directions', 'random_trials', 'random_amplification', 'random_amplification_table',
-           'parameter_trials', 'parameter_amplification_table']
+           'moved_outputs', 'parameter_trials', 'parameter_amplification_table']
 
 # %% ../nbs/02_perturbations.ipynb #95162ef7
 from collections import namedtuple
 import pandas as pd
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 from .core import full_precision, image_norms, module_like, require_eval
 
 # %% ../nbs/02_perturbations.ipynb #c42a449e
@@ -93,6 +93,18 @@ def random_amplification_table(model:nn.Module, # classifier in eval mode
                                        'flip_rate'])
 
 # %% ../nbs/02_perturbations.ipynb #255f1340
+def moved_outputs(model:nn.Module, # classifier in eval mode
+                  params:dict, # its parameters by name
+                  names:list, # the parameters that move
+                  moved:list, # per name, its k moved values [k, *shape]
+                  x:torch.Tensor, # batch [B, C, H, W]
+                 )->torch.Tensor:
+    "Outputs [k, B, ...] of `model` at `x` with the named parameters set to each of their k values: one batched pass (`vmap`)."
+    if len(moved[0]) > 1:
+        try: return vmap(lambda *ps: functional_call(model, params | dict(zip(names, ps)), (x,)))(*moved)
+        except (RuntimeError, NotImplementedError): pass  # an operation without a batching rule, or out of memory: one pass per value
+    return torch.stack([functional_call(model, params | dict(zip(names, ps)), (x,)) for ps in zip(*moved)])
+
 @torch.no_grad()
 @full_precision()
 def parameter_trials(model:nn.Module, # classifier in eval mode
@@ -101,6 +113,7 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
                      eps=1e-3, # relative size ‖δP‖_F/‖P‖_F of every named parameter
                      n=8, # draws
                      seed=0, # seed of the perturbations
+                     chunk=None, # draws per forward pass (default: up to 64 images and 256 MiB of moved parameters a pass)
                     )->torch.Tensor:
     "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when each named parameter moves by a random relative `eps`."
     require_eval(model)
@@ -109,16 +122,19 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
     if missing: raise KeyError(f"model has no parameters {missing}")
     x = x.to(**module_like(model))
     out = model(x)
-    g = torch.Generator(x.device).manual_seed(seed)
+    out_norm, g = image_norms(out).double(), torch.Generator(x.device).manual_seed(seed)
+    def draw(p): return params[p] + eps * params[p].norm() * random_directions((1, *params[p].shape), 'gaussian', g)[0].to(params[p])
+    size = sum(params[p].numel() * params[p].element_size() for p in names)
+    k = chunk or max(1, min(n, 64 // len(x), (256 << 20) // max(size, 1)))
     amps = []
-    for _ in range(n):
-        moved = dict(params)
-        for p in names:
-            d = random_directions((1, *params[p].shape), 'gaussian', g)[0].to(params[p])
-            moved[p] = params[p] + eps * params[p].norm() * d
-        moved_out = functional_call(model, moved, (x,))
-        amps.append(image_norms(moved_out - out).double() / image_norms(out).double() / eps)
-    return torch.stack(amps, 1)
+    for start in range(0, n, k):
+        group = list(zip(*[[draw(p) for p in names] for _ in range(min(k, n - start))]))  # per name, its values in this pass
+        if len(group[0]) == 1: ys, ref = moved_outputs(model, params, names, [v[0][None] for v in group], x), out
+        else:  # the unmoved parameters ride along: the batched kernels, not those of `out`, give the reference
+            ys = moved_outputs(model, params, names, [torch.stack([params[p], *v]) for p, v in zip(names, group)], x)
+            ys, ref = ys[1:], ys[0]
+        amps.append(image_norms((ys - ref).flatten(0, 1)).view(len(ys), len(x)).double() / out_norm / eps)
+    return torch.cat(amps).T
 
 # %% ../nbs/02_perturbations.ipynb #57f59766
 def parameter_amplification_table(model:nn.Module, # classifier in eval mode
@@ -131,9 +147,10 @@ def parameter_amplification_table(model:nn.Module, # classifier in eval mode
     "Per image and parameter (and 'all' together): max observed amplification and its bound κ_P (Σ κ_P for 'all')."
     bounds = bounds.assign(name=bounds.layer + '.' + bounds.parameter)
     names = list(dict.fromkeys(bounds.name))
+    amps = torch.stack([parameter_trials(model, x, names if name == 'all' else [name], eps, n, seed).max(1).values
+                        for name in names + ['all']]).tolist()  # one transfer from the device
     rows = []
-    for name in names + ['all']:
-        amp = parameter_trials(model, x, names if name == 'all' else [name], eps, n, seed).max(1).values.tolist()
+    for name, amp in zip(names + ['all'], amps):
         sel = bounds if name == 'all' else bounds[bounds.name == name]
         bound = sel.groupby('image').kappa.sum()
         rows += [(b, name, amp[b], bound[b]) for b in bound.index]

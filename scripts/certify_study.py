@@ -11,7 +11,8 @@ float64 (see the certify notebook).
     python scripts/certify_study.py --data /path/to/imagenet-sample --device cuda --time-budget 150
 
 Flip radii and L_f come from a finished `condbook experiment` run on the same photos (--experiment, matched by file name);
-without one, L_f is computed here and the flip radius is left empty.
+the photos it measured are taken first (in the seeded order), the others after them with the flip radius left empty; without
+an experiment, L_f is computed here.
 """
 import argparse, faulthandler, json, math, os, random, signal, sys, time
 from pathlib import Path
@@ -110,16 +111,17 @@ def main(argv=None):
     order = list(range(len(images)))
     random.Random(a.seed).shuffle(order)
     done = done_names(out/'results.jsonl')
-    todo = [i for i in order if images.paths[i].name not in done][:None if a.limit is None else max(0, a.limit - len(done))]
     known = experiment_values(exp)
+    order.sort(key=lambda i: images.paths[i].name not in known)   # photos the experiment measured (flip radii) first, each group in the seeded order
+    todo = [i for i in order if images.paths[i].name not in done][:None if a.limit is None else max(0, a.limit - len(done))]
     with full_precision():
         info = precision_info(torch.float64, device)
         cfg.write_text(json.dumps(dict(**settings, data=str(a.data), experiment=str(exp), precision=info, torch=torch.__version__), indent=1, default=str))
         cert = Certifier(net, (3, a.size, a.size), steps=a.steps, groups=a.groups, chunk=a.chunk, max_exact=a.max_exact)
-        if not any('lipschitz' in v for v in known.values()):
+        lip = next((v['lipschitz'] for v in known.values() if 'lipschitz' in v), None)   # L_f: one number for every photo
+        if lip is None:
             from condbook.estimator import Estimator
             lip = Estimator(net, (3, a.size, a.size)).lipschitz
-        else: lip = None
         transform, times = pixel_transform(crop=a.size), []
         print(f'{len(done)} photos done, {len(todo)} to go; setup {time.time() - t0:.1f}s on {info}', flush=True)
         for i in todo:

@@ -1,12 +1,16 @@
 """condbook.certify against answers computed independently on tiny networks: the exact region radius and decision distance
 (dense Jacobians of the pre-activations, read off the modules, not the certifier's graph), the exact flip distance of 2-D
 networks (rays), sampling inside the certified ball, and U(r) above brute force."""
-import math
+import json, math, subprocess, sys
+from pathlib import Path
+from PIL import Image
 import pytest, torch
 import torch.nn.functional as F
 from torch import nn
 from condbook.certify import Certifier, certify, certified_radius, linear_region_radius, lipschitz_curve, plot_curve
 from condbook.estimator import UnsupportedOperationError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Tiny(nn.Module):
@@ -184,3 +188,25 @@ def test_functions_and_refusals():
         Certifier(nn.Sequential(nn.Flatten(), nn.Linear(36, 4), nn.Sigmoid()).eval(), (1, 6, 6))
     with pytest.raises(ValueError, match='shape'): Certifier(net, (1, 6, 6)).point(torch.rand(1, 1, 5, 5))
     with pytest.raises(ValueError, match='NaN'): certify(net, x * math.nan)
+
+
+def test_study_script_with_a_partial_experiment(tmp_path):
+    "scripts/certify_study.py takes the photos an experiment measured first, and gives the others the same L_f (a missing one crashed them)."
+    data, exp, out = tmp_path/'imgs', tmp_path/'exp', tmp_path/'out'
+    data.mkdir(); exp.mkdir()
+    names = ['n01440764_tench.JPEG', 'n01443537_goldfish.JPEG', 'n01484850_great_white_shark.JPEG']
+    torch.manual_seed(0)
+    for n in names: Image.fromarray((torch.rand(70, 80, 3) * 255).byte().numpy()).save(data/n)
+    lip = 1e9  # any upper bound on L_f will do: it caps U(r) and gives the global radius
+    rows = [dict(file=names[1], measurement='estimate', lipschitz=lip, certified_radius=1e-9, label=1, prediction=0),
+            dict(file=names[1], measurement='flip_radius', flip_radius=0.5)]
+    (exp/'results-0-of-1.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    res = subprocess.run([sys.executable, str(ROOT/'scripts'/'certify_study.py'), '--model', 'alexnet', '--weights', 'untrained', '--size', '64',
+                          '--data', str(data), '--experiment', str(exp), '--out', str(out), '--device', 'cpu', '--limit', '2',
+                          '--grid', '2', '--steps', '16', '--max-exact', '8', '--patterns', '2', '--chunk', '8'],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
+    assert [r['file'] for r in got][0] == names[1] and got[0]['flip_radius'] == 0.5 and len(got) == 2
+    assert got[1]['flip_radius'] is None and all(r['lipschitz'] == lip and 0 < r['r_lin'] <= r['radius'] < 0.5 and math.isfinite(r['jacobian_upper']) for r in got)
+    assert (out/'per_image.csv').exists()
