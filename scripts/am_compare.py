@@ -50,6 +50,10 @@ Outputs (--out): compare.csv (per photo and radius: A&M bound, ours U (and its k
 ratios), per_image.csv (r_lin, how far tracking reached, ‖J‖ bounds, both global bounds, seconds), summary.csv (medians over
 the photos per radius point). With the defaults (3 photos, 6 of their 30 radii, condbook's grid of 24 radii, A&M also at
 every 6th grid point) it took ~12 min on one shared CPU core (A&M ~7-12 s per radius, condbook ~2-3 min per photo).
+Committed: report/certify/am-compare (the defaults) and report/certify/am-compare/max-exact-4096 (one photo,
+--n-images 1 --max-exact 4096 --am-radii 0 --am-grid-every 0: how much further a larger tracking budget reaches) and
+report/certify/am-compare/max-exact-16384 (one photo at their radius 0.001 alone: --n-images 1 --max-exact 16384 --grid 0
+--am-radii 0; ~5 min).
 """
 import argparse, copy, importlib.util, math, os, random, sys, time, types
 from pathlib import Path
