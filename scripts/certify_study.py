@@ -44,7 +44,7 @@ def parse(argv=None):
     p.add_argument('--time-budget', type=float, default=math.inf, help='seconds after which no new photo is started; stops cleanly')
     p.add_argument('--seed', type=int, default=0, help='order of the photos')
     p.add_argument('--grid', type=int, default=8, help='U(r) at r_lin·2^(k/2), k < grid')
-    p.add_argument('--radii', type=float, nargs='*', default=[1e-3], help='absolute radii of the curve besides the grid (Avant & Morgansen use 1e-3)')
+    p.add_argument('--radii', type=float, nargs='*', default=[1e-3], help='absolute radii of the curve besides the grid, in pixel space (Avant & Morgansen use 1e-3 in the normalised space: about 2.2e-4 in pixels, see scripts/am_compare.py)')
     p.add_argument('--max-exact', type=int, default=512, help='exact gradient norms per image and search (region, decision, tracking)')
     p.add_argument('--steps', type=int, default=32, help='Lanczos steps per norm bound')
     p.add_argument('--groups', type=int, default=4, help='Lanczos items shared by the prefix bounds')

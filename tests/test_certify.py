@@ -210,3 +210,19 @@ def test_study_script_with_a_partial_experiment(tmp_path):
     assert [r['file'] for r in got][0] == names[1] and got[0]['flip_radius'] == 0.5 and len(got) == 2
     assert got[1]['flip_radius'] is None and all(r['lipschitz'] == lip and 0 < r['r_lin'] <= r['radius'] < 0.5 and math.isfinite(r['jacobian_upper']) for r in got)
     assert (out/'per_image.csv').exists()
+
+
+def test_am_compare_row_norms():
+    "scripts/am_compare.py's stand-in for Avant & Morgansen's ‖a_iᵀ D‖ (sqrt of conv2d(mask, W²)) equals the row norms of the dense convolution matrix with the masked columns removed."
+    sys.path.insert(0, str(ROOT/'scripts'))
+    try: from am_compare import row_norms
+    finally: sys.path.pop(0)
+    torch.manual_seed(0)
+    for conv in (nn.Conv2d(3, 4, 5, stride=2, padding=2), nn.Conv2d(4, 6, 3, padding=1, dilation=2, groups=2)):
+        shape = (1, conv.in_channels, 9, 9)
+        A = torch.func.jacrev(lambda v: F.conv2d(v.view(shape), conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups).flatten())(
+            torch.zeros(math.prod(shape))).detach()                            # [m, n]: the convolution matrix
+        for d in (None, torch.rand(A.shape[1]) < .5):
+            want = A.norm(dim=1) if d is None else (A * d).norm(dim=1)
+            got = row_norms(None)(conv, torch.Size(shape), None, d=d)
+            assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-7)
