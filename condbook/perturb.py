@@ -120,20 +120,20 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
     params = dict(model.named_parameters())
     missing = [p for p in names if p not in params]
     if missing: raise KeyError(f"model has no parameters {missing}")
-    x = x.to(**module_like(model))
-    out = model(x)
-    out_norm, g = image_norms(out).double(), torch.Generator(x.device).manual_seed(seed)
+    x, g = x.to(**module_like(model)), torch.Generator(x.device).manual_seed(seed)
     def draw(p): return params[p] + eps * params[p].norm() * random_directions((1, *params[p].shape), 'gaussian', g)[0].to(params[p])
     size = sum(params[p].numel() * params[p].element_size() for p in names)
     k = chunk or max(1, min(n, 64 // len(x), (256 << 20) // max(size, 1)))
-    amps = []
+    amps, out = [], None
     for start in range(0, n, k):
         group = list(zip(*[[draw(p) for p in names] for _ in range(min(k, n - start))]))  # per name, its values in this pass
-        if len(group[0]) == 1: ys, ref = moved_outputs(model, params, names, [v[0][None] for v in group], x), out
-        else:  # the unmoved parameters ride along: the batched kernels, not those of `out`, give the reference
+        if len(group[0]) == 1:
+            out = model(x) if out is None else out
+            ys, ref = moved_outputs(model, params, names, [v[0][None] for v in group], x), out
+        else:  # the unmoved parameters ride along: the batched kernels give the reference (no separate pass)
             ys = moved_outputs(model, params, names, [torch.stack([params[p], *v]) for p, v in zip(names, group)], x)
             ys, ref = ys[1:], ys[0]
-        amps.append(image_norms((ys - ref).flatten(0, 1)).view(len(ys), len(x)).double() / out_norm / eps)
+        amps.append(image_norms((ys - ref).flatten(0, 1)).view(len(ys), len(x)).double() / image_norms(ref).double() / eps)
     return torch.cat(amps).T
 
 # %% ../nbs/02_perturbations.ipynb #57f59766
