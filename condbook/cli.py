@@ -22,6 +22,7 @@ from .estimator import Estimator, UnsupportedOperationError, local_condition, re
 from .experiment import ExperimentConfig, ResultsWarning, out_folder, run_experiment, summarize
 from .models import MODELS, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
 from .norms import adjoint, power_iteration, seeded_start, top_singular_value
+from .perturb import parameter_trials
 from .plots import plot_condition, plot_layer_kappa
 
 # %% ../nbs/07_cli.ipynb #d675c495
@@ -177,6 +178,9 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
     t_call = _seconds(lambda: est(x).bound, device=dev)
     xl = x[:local_images]
     t_local = _seconds(lambda: local_condition(net, xl, tol=local_tol), repeat=1, device=dev) / len(xl)
+    weight = next(n for n, p in net.named_parameters() if p.dim() > 1)  # the first weight: its 8 draws batched, then one at a time
+    t_draws = _seconds(lambda: parameter_trials(net, x, [weight], chunk=8), repeat=1, device=dev)
+    t_draws_one = _seconds(lambda: parameter_trials(net, x, [weight], chunk=1), repeat=1, device=dev)
     layers = _layer_norm_costs(est, tol, power_cap)  # counts, not times: last
     lanczos, power = sum(r['lanczos'] for r in layers), sum(r['power'] for r in layers)
     r = {'model': f'{model} (untrained weights)', 'input': list(shape), 'device': str(dev), 'batch': batch,
@@ -188,7 +192,9 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
          'power_over_lanczos_applications': round(power / lanczos, 2),
          'power_ratio_is_lower_bound': any(r['capped'] for r in layers),
          'local_condition_seconds_per_image': round(t_local, 2), 'local_condition_tol': local_tol,
-         'local_condition_over_forward_per_image': round(t_local / (t_fwd / batch), 1), 'layers': layers}
+         'local_condition_over_forward_per_image': round(t_local / (t_fwd / batch), 1),
+         'parameter_draws_seconds_batch': round(t_draws, 4), 'parameter_draws_one_at_a_time_over_batched': round(t_draws_one / t_draws, 2),
+         'layers': layers}
     r['goals_met'] = {k: r[k] <= g if op == '<=' else r[k] >= g for k, (op, g) in BENCH_GOALS.items()}
     return r
 

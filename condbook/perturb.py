@@ -113,7 +113,7 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
                      eps=1e-3, # relative size ‖δP‖_F/‖P‖_F of every named parameter
                      n=8, # draws
                      seed=0, # seed of the perturbations
-                     chunk=None, # draws per forward pass (default: up to 64 images and 256 MiB of moved parameters a pass)
+                     chunk=None, # draws per forward pass (default: on a GPU up to 64 images and 256 MiB of moved parameters a pass; on a CPU one)
                     )->torch.Tensor:
     "Observed amplification (‖Δf‖/‖f‖)/eps [B, n] when each named parameter moves by a random relative `eps`."
     require_eval(model)
@@ -123,7 +123,7 @@ def parameter_trials(model:nn.Module, # classifier in eval mode
     x, g = x.to(**module_like(model)), torch.Generator(x.device).manual_seed(seed)
     def draw(p): return params[p] + eps * params[p].norm() * random_directions((1, *params[p].shape), 'gaussian', g)[0].to(params[p])
     size = sum(params[p].numel() * params[p].element_size() for p in names)
-    k = chunk or max(1, min(n, 64 // len(x), (256 << 20) // max(size, 1)))
+    k = chunk or (max(1, min(n, 64 // len(x), (256 << 20) // max(size, 1))) if x.is_cuda else 1)  # a CPU runs batched depthwise convolutions slower
     amps, out = [], None
     for start in range(0, n, k):
         group = list(zip(*[[draw(p) for p in names] for _ in range(min(k, n - start))]))  # per name, its values in this pass
