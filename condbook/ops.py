@@ -614,7 +614,9 @@ def _per_image(t:torch.Tensor)->torch.Tensor: return t.flatten(1).amax(1)
 
 def times0(e, w):
     "e·w, 0 where e = 0 whatever w (an input that did not move moves nothing, even through an infinite weight)."
-    return torch.where(torch.as_tensor(e) == 0, 0., e * w) if isinstance(e, torch.Tensor) or isinstance(w, torch.Tensor) else (0. if e == 0 else e * w)
+    if isinstance(e, torch.Tensor): return torch.where(e == 0, 0., e * w)
+    if e == 0: return torch.zeros_like(w) if isinstance(w, torch.Tensor) else 0.  # on w's device: no host tensor meets it
+    return e * w
 
 # %% ../nbs/00c_ops.ipynb #5c757d33
 def _ends(call, a, iv):
