@@ -31,7 +31,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import atomic_write, full_precision, image_norms, logit_margin, save_csv
 from .estimator import Estimator, Join, Piece, record
-from .ops import Elementwise, Weighted
+from .ops import Elementwise, Weighted, times0
 from .plots import plots
 
 # %% ../nbs/04_bitwidth.ipynb #d847a3f7
@@ -336,7 +336,7 @@ class WeightTerm:
 
     def __call__(self, fmt, d):
         "The bound [B, W] for input perturbations `d` [B, W]: Σ over the rounded parameters of ‖Δp‖·(reads + gain·d), the registry's rule."
-        return sum((self.parameter_error(getattr(self.m, p), fmt) * (r[:, None] + g * d if g else r[:, None]) for p, (r, g) in self.reads.items()), 0.)  # g = 0: d may be inf
+        return sum((self.parameter_error(getattr(self.m, p), fmt) * (r[:, None] + times0(g, d)) for p, (r, g) in self.reads.items()), 0.)
 
 # %% ../nbs/04_bitwidth.ipynb #d4219882
 def _parts(fmt, target:str):
@@ -348,6 +348,10 @@ def _parts(fmt, target:str):
     if acts and a is None and isinstance(fmt, Mapping):
         raise ValueError("a per-module allocation rounds weights only: pass Widths(allocation, activation width) to round activations too")
     return (w if weights else None), (a if acts else None)
+
+def _module_format(fmt, name:str):
+    "The format of module `name` under `fmt`: one format for every module, or {module name: format or None}."
+    return fmt.get(name) if isinstance(fmt, Mapping) else fmt
 
 class Roundoff:
     "Round-off analysis of `est`'s network at the batch `x` [B, C, H, W]: worst-case bounds, linearised estimates and measurements."
@@ -419,13 +423,14 @@ class Roundoff:
         inner = [n for n in l.modules[:-1] if n in self.point_set] if act is not None else []
         if not l.affine or (fmt is None and not inner):  # one operation (or exact parameters): its rule, plus its own rounded parameters
             e = _columns(lambda e: self.est.layer_error(l, self.values, e), e_in, box=l.call.op.needs_box)
-            own = [(n, fmt.get(str(n.target)) if isinstance(fmt, Mapping) else fmt) for n in l.modules if n in self.weight_terms] if fmt is not None else []
+            if fmt is None: return e
+            own = [(n, _module_format(fmt, str(n.target))) for n in l.modules if n in self.weight_terms]
             return e + sum((self.weight_terms[n](f, e_in) for n, f in own if f is not None), 0.)
         if l not in self._consts: self._consts[l] = [self.est.module_constant(n) for n in l.modules]
         consts = self._consts[l]
         d, terms = e_in, []
         for n, c in zip(l.modules, consts):
-            f = fmt.get(str(n.target)) if isinstance(fmt, Mapping) else fmt
+            f = _module_format(fmt, str(n.target))
             t = self.weight_terms[n](f, d) if n in self.weight_terms and f is not None else 0.
             terms.append(t); d = c * d + t
             if n in inner: d = d + self.act_error(n, act, d)
@@ -459,7 +464,7 @@ def rounded_weights(modules:dict, # {name: module} whose weight and bias are rou
     saved, folds = {}, folds or {}
     try:
         for name, m in modules.items():
-            f = fmt.get(name) if isinstance(fmt, Mapping) else fmt
+            f = _module_format(fmt, name)
             if f is None: continue
             for p in (m.weight, m.bias if biases else None):
                 if p is None: continue
