@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['FLOAT_FORMATS', 'NATIVE_DTYPES', 'Widths', 'TensorStats', 'TARGETS', 'KINDS', 'ALLOCATIONS', 'STUDY_SETTINGS',
            'STUDY_FLOATS', 'Fixed', 'Float', 'round_float', 'groups_of', 'round_fixed', 'round_to', 'make_format',
-           'make_formats', 'tensor_stats', 'rounding_error_bound', 'rounded_names', 'rounding_points',
+           'make_formats', 'tensor_stats', 'rounding_error_bound', 'rounded_names', 'rounding_points', 'Rounded',
            'rounded_parameters', 'weight_modules', 'batchnorm_folds', 'check_target', 'values_at', 'Calibration',
            'static_levels', 'round_static', 'clip_static', 'calibrate', 'folded_stats', 'WeightTerm', 'Roundoff',
-           'rounded_weights', 'VarianceWeights', 'requiring_grad', 'per_sample_grads', 'rounded_tensors',
+           'rounded_weights', 'Moved', 'VarianceWeights', 'requiring_grad', 'per_sample_grads', 'rounded_tensors',
            'sample_sensitivity', 'image_sensitivity', 'minimal_bits', 'width_grid', 'survival_probability', 'roundoff',
            'predict_bits', 'measure_bits', 'predict_agreement', 'measure_agreement', 'bitwidth_table', 'safe_width',
            'minimal_bits_table', 'hessian_traces', 'rounding_perturbations', 'weight_sensitivities', 'allocate_bits',
@@ -16,8 +16,9 @@ __all__ = ['FLOAT_FORMATS', 'NATIVE_DTYPES', 'Widths', 'TensorStats', 'TARGETS',
            'plot_allocation', 'study_split', 'study_allocations', 'bitwidth_study', 'study_tables']
 
 # %% ../nbs/04_bitwidth.ipynb #8292855c
-import contextlib, functools, json, math, numbers
+import contextlib, dataclasses, functools, json, math, numbers
 from collections import namedtuple
+from typing import NamedTuple
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .core import atomic_write, full_precision, image_norms, logit_margin, save_csv
 from .estimator import Estimator, Join, Piece, record
-from .ops import Elementwise, Weighted, times0
+from .ops import Elementwise, Weighted, _at, lookup, times0
 from .plots import plots
 
 # %% ../nbs/04_bitwidth.ipynb #d847a3f7
@@ -175,10 +176,17 @@ def rounding_error_bound(s:TensorStats, fmt, e=0.)->torch.Tensor:
 # %% ../nbs/04_bitwidth.ipynb #0e964643
 TARGETS = ('weights', 'activations', 'both')
 
+def _parameter(m:nn.Module, path:str):
+    "The parameter at the dotted `path` in `m`, or None."
+    try: return m.get_parameter(path)
+    except AttributeError: return None
+
+def _is_weight(path:str)->bool: return path.rsplit('.', 1)[-1].endswith('weight')  # a weight (not a bias, token or table)
+
 def rounded_names(call)->tuple:
     "The parameters of the traced module `call` that are rounded when weights are quantized: those its registry entry names."
     m = call.module
-    return tuple(p for p in call.op.rounded if m is not None and getattr(m, p, None) is not None)
+    return tuple(p for p in call.op.rounded if m is not None and _parameter(m, p) is not None)
 
 def _weighted(node)->bool:
     "Whether `node` is a convolution or linear layer: as deployed, its weight alone is rounded (BatchNorm folded into it)."
@@ -209,15 +217,44 @@ def rounding_points(est:Estimator, fused=False)->list:
     order = {n: i for i, n in enumerate(est.gm.graph.nodes)}
     return sorted(points, key=order.get)
 
-def rounded_parameters(est:Estimator)->dict:
-    "{module name: module} of the modules of `est`'s layers whose parameters are rounded (convolutions, linear layers, BatchNorm, LayerNorm: the registry says)."
-    calls = [n.meta['call'] for l in est.layer_list for n in l.modules if n.op == 'call_module']
-    return {str(c.node.target): c.module for c in calls if rounded_names(c)}
+def _owner(est:Estimator, path:str)->nn.Module:
+    "The module at `path`: the model's own (the graph keeps a plain `nn.Module` where it reads attributes only)."
+    try: return est.model.get_submodule(path)
+    except AttributeError: return est.gm.get_submodule(path)
+
+class Rounded(NamedTuple):
+    "The rounded parameters of one module: their paths in it, and the layer's call of the module that reads them."
+    module: nn.Module
+    names: tuple  # dotted paths in `module`
+    node: fx.Node = None  # None: the graph reads them outside a call of `module` (attention, get_attr, constants)
+    def tensors(self)->list: return [self.module.get_parameter(p) for p in self.names]
+    @property
+    def size(self)->int: return sum(t.numel() for t in self.tensors())
+
+def rounded_parameters(est:Estimator, deployed=False)->dict:
+    "{module name: `Rounded`}: every parameter the graph reads, under the module holding it, as the registry says; `deployed`: the weights of linear maps alone."
+    found, gm, layer_nodes = {}, est.gm, {n for l in est.layer_list for n in l.modules}
+    def add(owner, m, names, node=None):
+        if owner in found: names, node = found[owner].names + tuple(p for p in names if p not in found[owner].names), found[owner].node
+        if names: found[owner] = Rounded(m, tuple(names), node)
+    for n in gm.graph.nodes:
+        c = n.meta.get('call')
+        if n.op == 'get_attr' and _parameter(gm, n.target) is not None:  # read as a tensor: a token, an embedding, a table, attention's weights
+            owner, _, p = n.target.rpartition('.')
+            m = _owner(est, owner)
+            op = lookup('call_module', m)
+            if not deployed or (op is not None and p in op.deployed_rounded): add(owner, m, [p])
+        elif n.op == 'call_module' or (c is not None and c.module is not None):
+            m, op = (c.module, c.op) if c is not None else (gm.get_submodule(n.target), lookup('call_module', gm.get_submodule(n.target)))
+            called = n.op == 'call_module' and n in layer_nodes  # a layer's module call (else attention, or a module on constants)
+            names = op.rounded if op is not None else [k for k, _ in m.named_parameters()]  # a module on constants without an entry: all
+            names = [p for p in names if _parameter(m, p) is not None and (not deployed or (c is not None and p in op.deployed_rounded))]
+            add(c.name if c is not None else str(n.target), m, names, n if called else None)
+    return found
 
 def weight_modules(est:Estimator)->dict:
-    "{module name: module} of the convolutions and linear layers of `est`: as deployed, their weights alone are rounded."
-    called = {str(n.target) for l in est.layer_list for n in l.modules if n.op == 'call_module' and _weighted(n)}
-    return {n: m for n, m in est.gm.named_modules() if n in called}
+    "{module name: `Rounded`}: as deployed, the weights of convolutions, linear layers and attention projections alone are rounded."
+    return rounded_parameters(est, deployed=True)
 
 def batchnorm_folds(est:Estimator)->dict:
     "{module name: k [C]} for each convolution or linear layer followed by a BatchNorm: the factor γ/√(σ²+ε) folded into its weights."
@@ -321,9 +358,10 @@ class WeightTerm:
     "Bound on ‖(M̃ − M)(z̃)‖ of one module call with rounded parameters, for inputs z̃ within `d` of the recorded z."
     def __init__(self, call, z, y,
                  fold=None, # BatchNorm factor k [C_out] folded into the weight before rounding (deployed)
-                 bias=True): # whether the other parameters are rounded too (deployed: no, a bias is a 32-bit integer)
+                 bias=True, # whether the other parameters are rounded too (deployed: no, a bias is a 32-bit integer)
+                 names=None): # the rounded parameters (default: the registry's, with `bias`)
         self.m, self.stats, self.fold = call.module, {}, fold
-        names = [p for p in rounded_names(call) if bias or p == 'weight']
+        names = [p for p in rounded_names(call) if bias or p == 'weight'] if names is None else names
         self.reads = {p: (r.double(), float(g)) for p, (r, g) in call.op.parameter_reads(call, z, y).items() if p in names}
 
     def parameter_error(self, p, fmt):
@@ -336,7 +374,7 @@ class WeightTerm:
 
     def __call__(self, fmt, d):
         "The bound [B, W] for input perturbations `d` [B, W]: Σ over the rounded parameters of ‖Δp‖·(reads + gain·d), the registry's rule."
-        return sum((self.parameter_error(getattr(self.m, p), fmt) * (r[:, None] + times0(g, d)) for p, (r, g) in self.reads.items()), 0.)
+        return sum((self.parameter_error(self.m.get_parameter(p), fmt) * (r[:, None] + times0(g, d)) for p, (r, g) in self.reads.items()), 0.)
 
 # %% ../nbs/04_bitwidth.ipynb #d4219882
 def _parts(fmt, target:str):
@@ -368,8 +406,9 @@ class Roundoff:
         self.points = calibration.points if calibration is not None else rounding_points(est, fused=self.deployed)
         self.point_set = set(self.points)
         self.rounded = weight_modules(est) if self.deployed else rounded_parameters(est)
+        self.direct = {k: r for k, r in self.rounded.items() if r.node is None}  # read outside a layer's module call
         self.folds = batchnorm_folds(est) if self.deployed else {}
-        self._stats, self._weights, self._sums, self._consts, self._cache = {}, None, {}, {}, {}
+        self._stats, self._weights, self._sums, self._consts, self._cache, self._readers = {}, None, {}, {}, {}, None
         self.families, self.exp_bits = None, (8,)  # the (part, family) pairs `sensitivity` computes (None: all), the floating-point exponent widths
 
     @property
@@ -413,62 +452,79 @@ class Roundoff:
             self._weights = {}
             for l in self.est.layer_list:
                 for n in l.modules:
-                    if str(n.target) in self.rounded:
+                    r = self.rounded.get(str(n.target)) if n.op == 'call_module' else None
+                    if r is not None and r.node is not None:
                         self._weights[n] = WeightTerm(n.meta['call'], self.values[_first_input(n)], self.values[n],
-                                                      fold=self.folds.get(str(n.target)), bias=not self.deployed)
+                                                      fold=self.folds.get(str(n.target)), names=r.names)
         return self._weights
 
-    def layer_error(self, l, e_in, fmt=None, act=None):
-        "Bound [B, W] on the error at the output of layer `l`, input off by `e_in` [B, W], parameters rounded to `fmt` (None: exact), activations inside it to `act`."
+    def layer_error(self, l, e_in, fmt=None, act=None, moved=None):
+        "Bound [B, W] on the error at the output of layer `l`, input off by `e_in` [B, W], parameters rounded to `fmt` (None: exact), activations inside it to `act`; `moved`: see `constants_moved`."
         inner = [n for n in l.modules[:-1] if n in self.point_set] if act is not None else []
         if not l.affine or (fmt is None and not inner):  # one operation (or exact parameters): its rule, plus its own rounded parameters
             e = _columns(lambda e: self.est.layer_error(l, self.values, e), e_in, box=l.call.op.needs_box)
             if fmt is None: return e
             own = [(n, _module_format(fmt, str(n.target))) for n in l.modules if n in self.weight_terms]
-            return e + sum((self.weight_terms[n](f, e_in) for n, f in own if f is not None), 0.)
-        if l not in self._consts: self._consts[l] = [self.est.module_constant(n) for n in l.modules]
-        consts = self._consts[l]
+            moved_term = _moved_term(moved, l.call.node, e_in, live=l.call.op.needs_box and not l.affine)
+            return e + moved_term + sum((self.weight_terms[n](f, e_in) for n, f in own if f is not None), 0.)
+        consts = self.layer_constants(l)
         d, terms = e_in, []
         for n, c in zip(l.modules, consts):
             f = _module_format(fmt, str(n.target))
             t = self.weight_terms[n](f, d) if n in self.weight_terms and f is not None else 0.
+            t = t + _moved_term(moved, n, d)
             terms.append(t); d = c * d + t
             if n in inner: d = d + self.act_error(n, act, d)
         if inner: return d
         fused = l.lipschitz * e_in + sum(math.prod(consts[i + 1:]) * t for i, t in enumerate(terms))
         return torch.minimum(fused, d)
 
+    def layer_constants(self, l)->list:
+        "The constant of each operation of the affine layer `l` (cached, with the parameters as they are)."
+        if l not in self._consts: self._consts[l] = [self.est.module_constant(n) for n in l.modules]
+        return self._consts[l]
+
     def bound(self, fmt, target:str)->torch.Tensor:
         "Worst-case relative output error [B] ([B, W] for a vector of widths) when `target` is rounded to `fmt`."
         w, a = _parts(fmt, target)
+        if w is not None and self.direct and _wide(fmt):  # parameters read outside module calls are rounded for real: one width at a time
+            return torch.stack([self.bound(_column(fmt, j), target) for j in range(_width_count(fmt))], 1)
+        if w is not None and self.direct:
+            for l in self.est.layer_list:
+                if l.affine: self.layer_constants(l)  # before any parameter moves
         add_rounding = lambda node, e: e + self.act_error(node, a, e) if a is not None and node in self.point_set else e
         e = {self.est.input_node: add_rounding(self.est.input_node, torch.zeros_like(self.out_norm)[:, None])}
-        for op in self.est.ops:
-            if isinstance(op, Piece):
-                err = e[op.source]
-                for l in op.layers: err = add_rounding(l.sink, self.layer_error(l, err, w, a))
-            else:
-                err = _columns(lambda *es: self.est.join_error(op, self.values, list(es)), *[e[i] for i in op.inputs], box=op.call.op.needs_box)
-                err = add_rounding(op.sink, err)
-            e[op.sink] = err
+        with self.constants_moved(w) as moved:
+            for op in self.est.ops:
+                if isinstance(op, Piece):
+                    err = e[op.source]
+                    for l in op.layers: err = add_rounding(l.sink, self.layer_error(l, err, w, a, moved))
+                else:
+                    ins = [e[i] for i in op.inputs]
+                    err = _columns(lambda *es: self.est.join_error(op, self.values, list(es)), *ins, box=op.call.op.needs_box)
+                    err = add_rounding(op.sink, err + _moved_term(moved, op.node, sum(ins)))
+                e[op.sink] = err
         out = e[self.est.output_node] / self.out_norm[:, None]
+        if moved is not None and moved.unplaced: out = torch.full_like(out, math.inf)  # a parameter read where the walk has no rule for it
         return out if _wide(fmt) else out[:, 0]
 
 # %% ../nbs/04_bitwidth.ipynb #021bb285
 @contextlib.contextmanager
-def rounded_weights(modules:dict, # {name: module} whose weight and bias are rounded
+def rounded_weights(modules:dict, # {name: `Rounded`} (or {name: module}: its weight and bias)
                     fmt, # a format, or {module name: format or None}
                     folds=None, # {module name: k}: round the folded weight k·W and divide by k again (deployed)
-                    biases=True): # round the biases too
+                    biases=True): # round the other parameters too (False: the weights alone)
     "Temporarily replace the parameters of `modules` by their rounded values (the originals are kept, not copied)."
     saved, folds = {}, folds or {}
     try:
-        for name, m in modules.items():
+        for name, r in modules.items():
             f = _module_format(fmt, name)
             if f is None: continue
-            for p in (m.weight, m.bias if biases else None):
-                if p is None: continue
-                k = folds.get(name) if p is m.weight else None
+            m, names = (r.module, r.names) if isinstance(r, Rounded) else (r, ('weight', 'bias'))
+            for path in names:
+                p = _parameter(m, path)
+                if p is None or not (biases or _is_weight(path)) or p in saved: continue
+                k = folds.get(name) if path == 'weight' else None
                 k = None if k is None else k.to(p.dtype).reshape(-1, *[1] * (p.dim() - 1))
                 saved[p] = p.data
                 p.data = round_to(p.data, f) if k is None else round_to(p.data * k, f) / k
@@ -496,7 +552,7 @@ def measure_targets(self:Roundoff, fmt, targets=TARGETS)->dict:
     out = {t: run(a) for t, (w, a) in parts.items() if w is None}
     w = next((w for w, _ in parts.values() if w is not None), None)
     if w is not None:
-        with rounded_weights(self.rounded, w, self.folds, biases=not self.deployed):
+        with rounded_weights(self.rounded, w, self.folds):
             out |= {t: run(a) for t, (w, a) in parts.items() if w is not None}
     return {t: out[t] for t in targets}
 
@@ -504,6 +560,64 @@ def measure_targets(self:Roundoff, fmt, targets=TARGETS)->dict:
 def measure(self:Roundoff, fmt, target:str):
     "(relative output error [B], top-1 unchanged [B]) of the network with `target` really rounded to `fmt`."
     return self.measure_targets(fmt, (target,))[target]
+
+# %% ../nbs/04_bitwidth.ipynb #1c1ea823
+class Moved(NamedTuple):
+    "What rounding the parameters read outside module calls does to the operations that read them."
+    terms: dict  # {node: (‖C̃(z) − C(z)‖ [B] at the recorded input, Lipschitz constant of C̃ − C)}
+    unplaced: list  # names of the operations that read them where the bound's walk does not pass
+
+def _moved_term(moved, node, d, live=False):
+    "‖C̃(z) − C(z)‖ + g·d [B, W] at `node` for input errors `d` [B, W] (0 where nothing it reads moved); `live`: its rule reads the rounded parameters itself."
+    if moved is None or node not in moved.terms: return 0.
+    exact, gain = moved.terms[node]
+    return exact[:, None] + (0. if live else times0(d, gain))
+
+def _width_count(fmt)->int:
+    "How many widths `fmt` (or a `Widths`) holds."
+    if isinstance(fmt, tuple): return max(_width_count(f) for f in fmt if f is not None)
+    v = getattr(fmt, 'bits', getattr(fmt, 'man_bits', None))
+    return len(v) if isinstance(v, torch.Tensor) else 1
+
+def _column(fmt, j:int):
+    "The format of the `j`-th width of `fmt` (a `Widths` part by part; a format of one width stays)."
+    if isinstance(fmt, tuple): return type(fmt)(*(None if f is None else _column(f, j) for f in fmt))
+    if not _wide(fmt): return fmt
+    k = 'bits' if isinstance(fmt, Fixed) else 'man_bits'
+    return dataclasses.replace(fmt, **{k: int(getattr(fmt, k)[j])})
+
+@patch(as_prop=True)
+def readers(self:Roundoff)->dict:
+    "{node: the constant nodes it reads that move} of every operation reading a parameter rounded outside a module call (attention: its module's)."
+    if self._readers is None:
+        gm, moving, out = self.est.gm, set(), {}
+        params = {id(t) for r in self.direct.values() for t in r.tensors()}
+        owners = {id(r.module) for r in self.direct.values()}
+        for n in gm.graph.nodes:
+            c, reads = n.meta.get('call'), [a for a in n.all_input_nodes if a in moving]
+            if n.op == 'get_attr':
+                if id(_parameter(gm, n.target)) in params: moving.add(n)
+            elif n.meta.get('role') == 'constant':
+                if reads or (n.op == 'call_module' and id(gm.get_submodule(n.target)) in owners): moving.add(n)
+            elif reads or (c is not None and c.module is not None and id(c.module) in owners): out[n] = reads
+        self._readers = out
+    return self._readers
+
+@patch
+@contextlib.contextmanager
+def constants_moved(self:Roundoff, fmt):
+    "Round the parameters read outside module calls to `fmt` (one width) while it lasts; yields `Moved` (None if nothing moves)."
+    if fmt is None or not self.direct: yield None; return
+    old = {a: self.values[a].detach().clone() for reads in self.readers.values() for a in reads}  # before the parameters move
+    placed = {n for l in self.est.layer_list for n in l.modules} | {o.node for o in self.est.ops if isinstance(o, Join)}
+    with rounded_weights(self.direct, fmt), full_precision(), torch.no_grad():
+        new, terms = record(self.est.gm, self.x), {}
+        for n, reads in self.readers.items():
+            call = n.meta['call']
+            y = _at(call, {a: new[a] if a in reads else self.values[a] for a in n.all_input_nodes})
+            gain = call.op.constant_gain(call, {a: old[a] for a in reads}, {a: new[a] for a in reads})
+            terms[n] = (image_norms((y - self.values[n]).double()), math.inf if gain is None else gain)
+        yield Moved(terms, [n.name for n in self.readers if n not in placed])
 
 # %% ../nbs/04_bitwidth.ipynb #d660ac4e
 def _ulp_weights(t, emin):
@@ -601,10 +715,9 @@ def per_sample_grads(module:nn.Module, # one module with parameters
     return vmap(one)(z, delta)
 
 def rounded_tensors(est:Estimator, modules:dict, biases=True)->list:
-    "[(module name, traced node, module, parameter names)] of the `modules` the graph calls, in their order: the parameter tensors rounded."
-    nodes = {str(n.target): n for n in est.gm.graph.nodes if n.op == 'call_module'}
-    return [(name, nodes[name], m, [p for p in rounded_names(nodes[name].meta['call']) if biases or p == 'weight'])
-            for name, m in modules.items() if name in nodes]
+    "[(module name, its layer's call or None, module, parameter names)] of `modules` ({name: `Rounded`}), in their order: the parameter tensors rounded."
+    out = [(name, r.node, r.module, [p for p in r.names if biases or _is_weight(p)]) for name, r in modules.items()]
+    return [t for t in out if t[3]]
 
 @full_precision()
 def sample_sensitivity(est:Estimator, x:torch.Tensor, # the images [B, C, H, W]
@@ -620,27 +733,32 @@ def sample_sensitivity(est:Estimator, x:torch.Tensor, # the images [B, C, H, W]
                       )->dict:
     "{(part, family): [B, D, T]}: Σ σ_i² (∂(u·f)/∂t_i)² per image, direction u and rounded tensor (T: the points, or the parameters of `modules`)."
     folds, mods = folds or {}, rounded_tensors(est, modules, biases)
-    param_weights = {(name, p): VarianceWeights(getattr(m, p), exp_bits, False, fold=folds.get(name) if p == 'weight' else None)
+    param_weights = {(name, p): VarianceWeights(m.get_parameter(p), exp_bits, False, fold=folds.get(name) if p == 'weight' else None)
                      for name, _, m, ps in mods for p in ps}
-    keep = list(dict.fromkeys(list(points) + [n for _, n, _, _ in mods] + [_first_input(n) for _, n, _, _ in mods]))
+    called = [n for _, n, _, _ in mods if n is not None]
+    direct = [(name, p, m.get_parameter(p)) for name, n, m, ps in mods if n is None for p in ps]  # their gradient, one image at a time
+    keep = list(dict.fromkeys(list(points) + called + [_first_input(n) for n in called]))
     per_image = sum(math.prod(est.env[n].shape[1:]) for n in keep)
-    chunk = chunk or max(1, int((1e9 if x.is_cuda else 4e7) // per_image))
+    chunk = 1 if direct else chunk or max(1, int((1e9 if x.is_cuda else 4e7) // per_image))
     parts = {'activations': [], 'weights': []}
     fam = {part: None if families is None else {f for p, f in families if p == part} for part in parts}
     for start in range(0, len(x), chunk):
         xb, ub, kept = x[start:start + chunk].detach().clone().requires_grad_(), directions[start:start + chunk], {}
-        with torch.enable_grad():
+        with torch.enable_grad(), requiring_grad([t for _, _, t in direct]):
             y = _AtPoints(est.gm, {n: _keeper(kept, n) for n in keep}).run(xb)
             acts = [VarianceWeights(kept[n], exp_bits, True, static=None if calibration is None else
                                     (calibration.amax[calibration.index[n]], calibration.signed[calibration.index[n]])) for n in points]
             rows = {'activations': [], 'weights': []}
             for d in range(ub.shape[1]):
-                grads = torch.autograd.grad((y * ub[:, d].to(y)).sum(), [kept[n] for n in keep], retain_graph=d + 1 < ub.shape[1], allow_unused=True)
+                wrt = [kept[n] for n in keep] + [t for _, _, t in direct]
+                grads = torch.autograd.grad((y * ub[:, d].to(y)).sum(), wrt, retain_graph=d + 1 < ub.shape[1], allow_unused=True)
                 g = {n: torch.zeros_like(kept[n]) if gr is None else gr for n, gr in zip(keep, grads)}
+                g_direct = {(name, p): (torch.zeros_like(t) if gr is None else gr)[None] for (name, p, t), gr in zip(direct, grads[len(keep):])}
                 rows['activations'].append([w(g[n], fam['activations']) for n, w in zip(points, acts)])
                 found = []
                 for name, node, m, ps in mods:
-                    ps_grads = per_sample_grads(m, kept[_first_input(node)].detach(), g[node], ps)
+                    ps_grads = per_sample_grads(m, kept[_first_input(node)].detach(), g[node], ps) if node is not None else \
+                               {p: g_direct[(name, p)] for p in ps}
                     found += [param_weights[(name, p)](ps_grads[p], fam['weights']) for p in ps]
                 rows['weights'].append(found)
         for part, per_dir in rows.items():  # per direction, per tensor: {family: [chunk]} -> {family: [chunk, D, T]}
@@ -680,7 +798,7 @@ def sensitivity(self:Roundoff, exp_bits=8, seed=0, per_tensor=False)->dict:
 @patch(as_prop=True)
 def tensor_modules(self:Roundoff)->list:
     "The module of each rounded parameter tensor, in the order of the weight sensitivities."
-    return [name for name, _, _, ps in rounded_tensors(self.est, self.rounded, not self.deployed) for _ in ps]
+    return [name for name, _, _, ps in rounded_tensors(self.est, self.rounded) for _ in ps]
 
 def _family(fmt): return ('float', fmt.exp_bits) if isinstance(fmt, Float) else ('fixed', fmt.per_channel)
 
@@ -911,7 +1029,7 @@ def hessian_traces(ro:Roundoff, # the analysis at a batch (of calibration images
                    samples=32, # Rademacher vectors
                    seed=0, batch_size=16)->torch.Tensor:
     "Hutchinson estimates [T] of tr(∂²ℓ/∂p²) for each rounded parameter tensor p, ℓ the mean cross-entropy over the images."
-    ps = [getattr(m, p) for _, _, m, names in rounded_tensors(ro.est, ro.rounded, not ro.deployed) for p in names]
+    ps = [m.get_parameter(p) for _, _, m, names in rounded_tensors(ro.est, ro.rounded) for p in names]
     y = ro.logits.argmax(1) if labels is None else torch.as_tensor(labels, device=ro.x.device)
     gen, tr = torch.Generator().manual_seed(seed), torch.zeros(len(ps), dtype=torch.float64, device=ro.x.device)
     vs = [[(torch.randint(0, 2, p.shape, generator=gen, device='cpu') * 2 - 1).to(p) for p in ps] for _ in range(samples)]
@@ -928,12 +1046,11 @@ def hessian_traces(ro:Roundoff, # the analysis at a batch (of calibration images
 def rounding_perturbations(ro:Roundoff, per_channel=True, widths=range(2, 33))->np.ndarray:
     "[M, W]: ‖Q_b(p) − p‖² summed over each rounded module's parameters, at each width (folded as `ro` is)."
     out = []  # on the parameters' device, moved to the host once
-    for i, (name, m) in enumerate(ro.rounded.items()):
-        ps = [m.weight.detach().clone()] + ([m.bias.detach().clone()] if m.bias is not None and not ro.deployed else [])
+    for i, (name, r) in enumerate(ro.rounded.items()):
+        ps = [t.detach().clone() for t in r.tensors()]
         for j, b in enumerate(widths):
-            with rounded_weights({name: m}, Fixed(b, per_channel), ro.folds, biases=not ro.deployed):
-                rounded = [m.weight] + ([m.bias] if len(ps) > 1 else [])
-                out.append(sum(((r.double() - p.double()) ** 2).sum() for r, p in zip(rounded, ps)))
+            with rounded_weights({name: r}, Fixed(b, per_channel), ro.folds):
+                out.append(sum(((t.double() - p.double()) ** 2).sum() for t, p in zip(r.tensors(), ps)))
     return torch.stack(out).reshape(len(ro.rounded), len(widths)).cpu().numpy()
 
 @torch.no_grad()
@@ -947,7 +1064,7 @@ def weight_sensitivities(ro:Roundoff, # the analysis at a batch (of calibration 
     "Per rounded module: parameter count and sensitivity for `method` (what `allocate_bits` needs in `attrs`)."
     if method not in ALLOCATIONS: raise ValueError(f"unknown allocation method {method!r}: choose one of {', '.join(ALLOCATIONS)}")
     names = list(ro.rounded)
-    params = [sum(p.numel() for p in (m.weight, None if ro.deployed else m.bias) if p is not None) for m in ro.rounded.values()]
+    params = [r.size for r in ro.rounded.values()]
     onehot = torch.tensor([[float(t == n) for n in names] for t in ro.tensor_modules], dtype=torch.float64, device=ro.x.device)  # [T, M]
     attrs = dict(method=method, per_channel=per_channel)
     if method == 'bound':
@@ -1058,7 +1175,7 @@ def compare_allocation(ro:Roundoff, # the analysis at the evaluation images
                        act_bits=None, # activations' width (None: float)
                       )->pd.DataFrame:
     "Per allocation: its size, and the agreement predicted and measured, the measured error and the bound (medians)."
-    sizes = {n: sum(p.numel() for p in (m.weight, None if ro.deployed else m.bias) if p is not None) for n, m in ro.rounded.items()}
+    sizes = {n: r.size for n, r in ro.rounded.items()}
     target, rows = 'weights' if act_bits is None else 'both', []
     for label, bits in allocations.items():
         fmt = make_formats('fixed', bits if act_bits is None else Widths(bits, act_bits), per_channel)

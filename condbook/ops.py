@@ -87,7 +87,8 @@ class Op:
     piecewise_linear = False  # affine between kinks: `kink` gives each neuron's distance to the nearest one
     needs_box = False  # its constant holds only on the values that inputs in the box can reach
     keeps_layout = False  # transparent and keeps the shape and the order of the entries (identity, dropout)
-    rounded = ()  # parameters rounded when weights are quantized
+    rounded = ()  # parameters rounded when weights are quantized (paths in the module)
+    deployed_rounded = ()  # those of them an integer runtime rounds: the weights of linear maps (biases stay 32-bit integers)
     combine = 'sum'  # joins: how the weighted constants of the inputs combine ('sum' or 'rss')
     def __init__(self, name:str, modules=(), functions=(), methods=()):
         self.name, self.modules, self.functions, self.methods = name, tuple(modules), tuple(functions), tuple(methods)
@@ -114,6 +115,8 @@ class Op:
     def parameter_reads(self, call:Call, z:torch.Tensor, y:torch.Tensor)->dict:
         "{parameter: (reads [B], gain)}: ‖Δ output‖ ≤ ‖Δp‖·(reads + gain·‖z̃ − z‖) when p moves by Δp and the input z to z̃."
         return {}
+    def constant_gain(self, call:Call, old:dict, new:dict):
+        "Lipschitz constant in the varying input of C(·; c̃) − C(·; c) when the constant arguments move from `old` to `new` ({node: value}), or None (no rule)."
     def error(self, call:Call, values:dict, errors:list)->torch.Tensor:
         "Rigorous bound [B] on the output's change when the inputs move by at most `errors` ([B] each) from `values`."
         return self.lipschitz(call) * errors[0]
@@ -311,7 +314,7 @@ def _bias_positions(y, channels_dim):
 # %% ../nbs/00c_ops.ipynb #1ee69af9
 class Weighted(Affine):
     "A convolution or linear layer: y = W * z + b; its parameters are rounded when weights are quantized."
-    rounded = ('weight', 'bias')
+    rounded, deployed_rounded = ('weight', 'bias'), ('weight',)
     def parameter_reads(self, call, z, y):
         m = call.module
         out = {'weight': (patch_norm(m, z), read_count(m) ** 0.5)}
@@ -549,6 +552,9 @@ class LayerNorm(Op):
     def lipschitz(self, call, reach=None):
         _, w, _, eps = self.parts(call)
         return (1. if w is None else w.detach().abs().max().item()) / math.sqrt(eps)
+    def channels_first(self, call)->bool:
+        "Whether the module normalises dimension 1 of its input (ConvNeXt's LayerNorm2d permutes it last and back)."
+        return isinstance(call.module, torchvision.models.convnext.LayerNorm2d)
     def output_bound(self, call):
         shape, w, b, _ = self.parts(call)
         m = math.prod(shape)
@@ -560,11 +566,13 @@ class LayerNorm(Op):
         g = torch.ones(shape, dtype=y.dtype, device=y.device) if w is None else w.detach().abs()
         half = g * math.sqrt(max(math.prod(shape) - 1, 0))
         mid = torch.zeros_like(half) if b is None else b.detach()
+        if self.channels_first(call): mid, half = mid[:, None, None], half[:, None, None]
         return (mid - half).expand_as(y), (mid + half).expand_as(y)
     def parameter_reads(self, call, z, y):
         shape, w, b, eps = self.parts(call)
         if call.module is None: return {}
         k = len(shape)
+        if self.channels_first(call): z = z.movedim(1, -1)
         zhat = F.layer_norm(z, shape, eps=eps).unsqueeze(1)  # [B, 1, ..., *shape]: the positions sharing γ_k, then k
         out = {}
         if w is not None: out['weight'] = (zhat.flatten(1, -k - 1).norm(dim=1).flatten(1).amax(1), 1 / math.sqrt(eps))
@@ -659,6 +667,7 @@ class Sum(Arithmetic):
         B = len(values[call.inputs[0]])
         return [torch.full((B,), w, dtype=torch.float64, device=values[call.inputs[0]].device) for w in self.coefficients(call)]
     def error(self, call, values, errors): return sum(w * e for w, e in zip(self.coefficients(call), errors))
+    def constant_gain(self, call, old, new): return 0.  # a constant operand translates: the difference does not depend on the input
 
 class Concat(Arithmetic):
     "cat / stack: affine with one varying operand (the rest are offsets), else ‖Δ‖² = Σ‖Δ_i‖²."
@@ -674,6 +683,7 @@ class Concat(Arithmetic):
         x = values[call.inputs[0]]
         return [torch.ones(len(x), dtype=torch.float64, device=x.device)] * len(call.inputs)
     def error(self, call, values, errors): return sum(e * e for e in errors) ** 0.5
+    def constant_gain(self, call, old, new): return 0.  # constant blocks do not depend on the input
     def interval(self, call, iv): return monotone_interval(call, iv)
 
 # %% ../nbs/00c_ops.ipynb #1f39408e
@@ -688,6 +698,12 @@ class Product(Arithmetic):
         x = call.env[call.inputs[0]]
         if math.prod(torch.broadcast_shapes(c.shape, x.shape)) != x.numel(): return None  # the varying operand is broadcast
         return c.detach().abs().max().item()
+    def constant_gain(self, call, old, new):
+        "‖(z̃ − z) ⊙ Δc‖ ≤ max|Δc|·√(copies)·‖z̃ − z‖, each entry of z met `copies` times (its broadcast)."
+        if len(call.inputs) != 1 or len(old) != 1: return None
+        (a, c), = old.items()
+        x, out = call.env[call.inputs[0]], call.env[call.node]
+        return (new[a].double() - c.double()).abs().max().item() * (out.numel() / x.numel()) ** 0.5
     def _w(self, own, other:Reach, out_shape, local=False)->torch.Tensor:
         "Weight [B] of the Jacobian block of the operand of shape `own`: sup max_i (Σ_{k∈c(i)} v_k²)^½."
         ball = meet((other.center ** 2).expand(out_shape), own).sqrt() + other._r(len(out_shape))
@@ -882,6 +898,8 @@ def attention_lipschitz(w_qkv:torch.Tensor, # [3C, C] in-projection (query, key,
 class Attention(Op):
     "Multi-head self-attention (nn.MultiheadAttention, Swin's shifted-window attention): a constant on the reachable inputs."
     role, needs_box = 'nonlinear', True
+    rounded = ('in_proj_weight', 'in_proj_bias', 'out_proj.weight', 'out_proj.bias')  # nn.MultiheadAttention's (the functional form reads its own)
+    deployed_rounded = ('in_proj_weight', 'out_proj.weight')
     def parts(self, call)->dict:
         "The attention's projection weights and biases and its number of heads."
         if call.module is not None:
