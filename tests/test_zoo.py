@@ -35,3 +35,17 @@ def test_full_size(name):
     model = zoo_model(name)
     row = zoo_row(model, photo(model))
     check_row(row)
+
+
+@pytest.mark.parametrize('fam', sorted(TINY | {'efficientnet', 'mobilenetv3', 'regnet'}))
+def test_every_parameter_is_rounded(fam):
+    "The bit-width part rounds every parameter the graph reads (attention's, tokens, tables, layer scales too), and its bound holds."
+    from condbook.bitwidth import Fixed, Roundoff
+    from condbook.estimator import Estimator
+    name = FAMILIES[fam]
+    model = tiny_model(name) if fam in TINY else zoo_model(name, smallest_size(name), num_classes=10)
+    ro = Roundoff(Estimator(model, model.input_shape), photo(model), draws=0)
+    assert {id(t) for r in ro.rounded.values() for t in r.tensors()} == {id(p) for p in model.parameters()}
+    for fmt in (Fixed(8), {k: Fixed(8) for k in ro.direct} or Fixed(8)):
+        measured, _ = ro.measure(fmt, 'weights')
+        assert (measured <= ro.bound(fmt, 'weights')).all()
