@@ -115,9 +115,13 @@ def round_fixed(t:torch.Tensor, fmt:Fixed, batched=False)->torch.Tensor:
     "`t` rounded to symmetric fixed point with per-group scale max|t|/levels; `batched`: dim 0 indexes images."
     g = groups_of(t, fmt.per_channel, batched).to(torch.promote_types(t.dtype, torch.float32))
     lo, hi = torch.aminmax(g, dim=1)
-    scale = torch.maximum(-lo, hi) / fmt.levels
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]
-    return (g * (1 / scale)).round_().clamp_(-fmt.levels, fmt.levels).mul_(scale).reshape(t.shape).to(t.dtype)
+    m = torch.maximum(-lo, hi)
+    scale = torch.where(m > 0, m / fmt.levels, 1.)  # an all-zero group keeps scale 1 (and stays 0)
+    if g.is_cuda and g.dtype == torch.float32 and not _wide(fmt) and fmt.levels < 2 ** 24:  # one fused pass, not four (the same numbers: checked below)
+        q = int(fmt.levels)
+        out = torch.fake_quantize_per_channel_affine(g, scale, torch.zeros(len(g), dtype=torch.int32, device=g.device), 0, -q, q)
+    else: out = (g * (1 / scale[:, None])).round_().clamp_(-fmt.levels, fmt.levels).mul_(scale[:, None])
+    return out.reshape(t.shape).to(t.dtype)
 
 def round_to(t, fmt, batched=False):
     "`t` rounded to `fmt` (`Fixed` or `Float`)."
@@ -274,12 +278,42 @@ def check_target(target:str, # 'weights', 'activations' or 'both'
     return target in ('weights', 'both'), target in ('activations', 'both')
 
 # %% ../nbs/04_bitwidth.ipynb #4aa3b7e2
-class _AtPoints(fx.Interpreter):
-    "Runs the graph, replacing the value at each node of `fns` by `fns[node](value)`."
-    def __init__(self, gm, fns:dict): super().__init__(gm); self.fns = fns
-    def run_node(self, n):
-        out = super().run_node(n)
-        return self.fns[n](out) if n in self.fns else out
+class _Slot(nn.Module):
+    "A step of a generated graph that applies the function it is given to its input (none: passes it on)."
+    fn = None
+    def forward(self, v): return v if self.fn is None else self.fn(v)
+
+def _attr(gm, target:str): return functools.reduce(getattr, target.split('.'), gm)
+
+def _slotted(gm:fx.GraphModule, points:tuple)->tuple:
+    "(module, slots): `gm`'s graph with a `_Slot` after each node of `points` (in graph order), generated once per set of points and kept on `gm`."
+    cache = gm.__dict__.setdefault('_condbook_slotted', {})
+    key = tuple(n.name for n in points)
+    if key not in cache:
+        g, env = fx.Graph(), {}
+        g.output(g.graph_copy(gm.graph, env))  # first, so that the output reads the last slot too
+        last_input = [env[n] for n in gm.graph.nodes if n.op == 'placeholder'][-1]
+        root, slots = {}, []
+        for i, p in enumerate(points):
+            slots.append(root.setdefault(f'_condbook_slot{i}', _Slot()))
+            with g.inserting_after(last_input if p.op == 'placeholder' else env[p]):  # placeholders come first
+                s = g.call_module(f'_condbook_slot{i}', (env[p],))
+            env[p].replace_all_uses_with(s, delete_user_cb=lambda u, s=s: u is not s)
+        for n in g.nodes:
+            if n.op in ('call_module', 'get_attr') and n.target not in root: root[n.target] = _attr(gm, n.target)
+        cache[key] = fx.GraphModule(root, g), slots
+    return cache[key]
+
+class _AtPoints:
+    "Runs the graph, replacing the value at each node of `fns` by `fns[node](value)`: generated code, not an interpreter (a GPU waits on Python)."
+    def __init__(self, gm:fx.GraphModule, fns:dict): self.gm, self.fns = gm, fns
+    def run(self, x):
+        points = tuple(n for n in self.gm.graph.nodes if n in self.fns)
+        module, slots = _slotted(self.gm, points)
+        for s, n in zip(slots, points): s.fn = self.fns[n]
+        try: return module(x)
+        finally:
+            for s in slots: s.fn = None  # no reference to the caller's data is kept
 
 def _keeper(kept:dict, node):
     "A function that stores the value at `node` in `kept` and passes it on."

@@ -181,6 +181,8 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
     weight = next(n for n, p in net.named_parameters() if p.dim() > 1)  # the first weight: its 8 draws batched, then one at a time
     t_draws = _seconds(lambda: parameter_trials(net, x, [weight], chunk=8), repeat=1, device=dev)
     t_draws_one = _seconds(lambda: parameter_trials(net, x, [weight], chunk=1), repeat=1, device=dev)
+    ro = Roundoff(est, x, draws=0)  # one width of the bit-width measurement: weights rounded once, three rounded passes
+    t_width = _seconds(lambda: ro.measure_targets(make_formats('fixed', 8)), repeat=1, device=dev)
     layers = _layer_norm_costs(est, tol, power_cap)  # counts, not times: last
     lanczos, power = sum(r['lanczos'] for r in layers), sum(r['power'] for r in layers)
     r = {'model': f'{model} (untrained weights)', 'input': list(shape), 'device': str(dev), 'batch': batch,
@@ -194,6 +196,7 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
          'local_condition_seconds_per_image': round(t_local, 2), 'local_condition_tol': local_tol,
          'local_condition_over_forward_per_image': round(t_local / (t_fwd / batch), 1),
          'parameter_draws_seconds_batch': round(t_draws, 4), 'parameter_draws_one_at_a_time_over_batched': round(t_draws_one / t_draws, 2),
+         'measure_width_seconds_batch': round(t_width, 4), 'measure_width_over_forward': round(t_width / t_fwd, 2),
          'layers': layers}
     r['goals_met'] = {k: r[k] <= g if op == '<=' else r[k] >= g for k, (op, g) in BENCH_GOALS.items()}
     return r
