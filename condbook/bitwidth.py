@@ -231,7 +231,9 @@ class Rounded(NamedTuple):
     module: nn.Module
     names: tuple  # dotted paths in `module`
     node: fx.Node = None  # None: the graph reads them outside a call of `module` (attention, get_attr, constants)
-    def tensors(self)->list: return [self.module.get_parameter(p) for p in self.names]
+    def tensors(self)->list:
+        "The rounded parameter tensors, in the order of `names`."
+        return [self.module.get_parameter(p) for p in self.names]
     @property
     def size(self)->int: return sum(t.numel() for t in self.tensors())
 
