@@ -251,7 +251,8 @@ def rounded_parameters(est:Estimator, deployed=False)->dict:
             op = lookup('call_module', m)
             if not deployed or (op is not None and p in op.deployed_rounded): add(owner, m, [p])
         elif n.op == 'call_module' or (c is not None and c.module is not None):
-            m, op = (c.module, c.op) if c is not None else (gm.get_submodule(n.target), lookup('call_module', gm.get_submodule(n.target)))
+            m = c.module if c is not None else gm.get_submodule(n.target)
+            op = c.op if c is not None else lookup('call_module', m)
             called = n.op == 'call_module' and n in layer_nodes  # a layer's module call (else attention, or a module on constants)
             names = op.rounded if op is not None else [k for k, _ in m.named_parameters()]  # a module on constants without an entry: all
             names = [p for p in names if _parameter(m, p) is not None and (not deployed or (c is not None and p in op.deployed_rounded))]
@@ -394,10 +395,9 @@ class WeightTerm:
     "Bound on ‖(M̃ − M)(z̃)‖ of one module call with rounded parameters, for inputs z̃ within `d` of the recorded z."
     def __init__(self, call, z, y,
                  fold=None, # BatchNorm factor k [C_out] folded into the weight before rounding (deployed)
-                 bias=True, # whether the other parameters are rounded too (deployed: no, a bias is a 32-bit integer)
-                 names=None): # the rounded parameters (default: the registry's, with `bias`)
+                 names=None): # the rounded parameters (default: all the registry's; deployed: the weight alone)
         self.m, self.stats, self.fold = call.module, {}, fold
-        names = [p for p in rounded_names(call) if bias or p == 'weight'] if names is None else names
+        names = rounded_names(call) if names is None else names
         self.reads = {p: (r.double(), float(g)) for p, (r, g) in call.op.parameter_reads(call, z, y).items() if p in names}
 
     def parameter_error(self, p, fmt):
