@@ -21,6 +21,15 @@ from condbook.data import image_folder
 from condbook.estimator import Estimator
 from condbook.models import load_model
 
+def deployed_analysis(data:str, n:int)->Roundoff:
+    "EfficientNet-Lite0 as deployed (static ranges from 64 of the study's calibration photos) at the first `n` of its evaluation photos."
+    model = load_model('efficientnet_lite0', 'imagenet')
+    images = image_folder(data)
+    x = torch.stack([images.load(i, model.transform) for i in range(len(images))])
+    cal, ev = study_split(len(x), 200, 0)
+    est = Estimator(model, model.input_shape)
+    return Roundoff(est, x[ev[:n]], draws=0, calibration=calibrate(est, x[cal[:64]]))
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--n', type=int, default=96, help='evaluation photos')
@@ -28,12 +37,8 @@ def main(argv=None):
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'margin-check'))
     a = p.parse_args(argv)
     t0 = time.time()
-    model = load_model('efficientnet_lite0', 'imagenet')
-    images = image_folder(a.data)
-    x = torch.stack([images.load(i, model.transform) for i in range(len(images))])
-    cal, ev = study_split(len(x), 200, 0)
-    est = Estimator(model, model.input_shape)
-    ro = Roundoff(est, x[ev[:a.n]], draws=0, calibration=calibrate(est, x[cal[:64]]))
+    ro = deployed_analysis(a.data, a.n)
+    est = ro.est
     logits = ro.logits.double()
     top2, rows, out = logits.topk(2, 1).indices, torch.arange(len(logits)), []
     margin = lambda l: l[rows, top2[:, 0]] - l[rows, top2[:, 1]]

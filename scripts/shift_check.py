@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=2 python scripts/shift_check.py [--n 96] [--pairs 4] [--out report/bitwidth/margin-check]
 
-The same network and photos as scripts/margin_check.py (EfficientNet-Lite0 as deployed, weights per output channel, 64
+The same network and photos as scripts/margin_check.py (its `deployed_analysis`) (EfficientNet-Lite0 as deployed, weights per output channel, 64
 calibration photos for the static ranges, the first --n evaluation photos of the study's split). Per width b, the shift
 E[f(θ + v)] − f(θ) of every logit under rounding-like noise v (each weight moved by U(−s/2, s/2), s its channel's step at
 b bits, zeros kept) is estimated from --pairs antithetic pairs, (f(θ + v) + f(θ − v))/2 − f(θ), which keeps the
@@ -17,11 +17,9 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from condbook.bitwidth import Fixed, Roundoff, Widths, calibrate, rounded_weights, study_split, survival_probability
+from condbook.bitwidth import Fixed, Widths, rounded_weights, survival_probability
 from condbook.core import full_precision
-from condbook.data import image_folder
-from condbook.estimator import Estimator
-from condbook.models import load_model
+from margin_check import deployed_analysis  # the same network, photos and calibration
 
 def agreement(logits, top, tau):
     "Mean predicted survival of the top-1 class `top` [B, 1] with independent noise `tau` [B] on every logit."
@@ -35,12 +33,8 @@ def main(argv=None):
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'margin-check'))
     a = p.parse_args(argv)
     t0, g = time.time(), torch.Generator().manual_seed(0)
-    model = load_model('efficientnet_lite0', 'imagenet')
-    images = image_folder(a.data)
-    x = torch.stack([images.load(i, model.transform) for i in range(len(images))])
-    cal, ev = study_split(len(x), 200, 0)
-    est = Estimator(model, model.input_shape)
-    ro = Roundoff(est, x[ev[:a.n]], draws=0, calibration=calibrate(est, x[cal[:64]]))
+    ro = deployed_analysis(a.data, a.n)
+    est = ro.est
     l0 = ro.logits.double()
     top = l0.argmax(1, keepdim=True)
     tensors = [(name, r.module.get_parameter(p)) for name, r in ro.rounded.items() for p in r.names]
