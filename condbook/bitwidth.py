@@ -9,11 +9,12 @@ __all__ = ['FLOAT_FORMATS', 'NATIVE_DTYPES', 'Widths', 'TensorStats', 'TARGETS',
            'rounded_parameters', 'weight_modules', 'batchnorm_folds', 'check_target', 'values_at', 'Calibration',
            'static_levels', 'round_static', 'clip_static', 'calibrate', 'folded_stats', 'WeightTerm', 'Roundoff',
            'rounded_weights', 'Moved', 'VarianceWeights', 'requiring_grad', 'per_sample_grads', 'rounded_tensors',
-           'sample_sensitivity', 'image_sensitivity', 'minimal_bits', 'width_grid', 'survival_probability', 'roundoff',
-           'predict_bits', 'measure_bits', 'predict_agreement', 'measure_agreement', 'bitwidth_table', 'safe_width',
-           'minimal_bits_table', 'hessian_traces', 'rounding_perturbations', 'weight_sensitivities', 'allocate_bits',
-           'compare_allocation', 'plot_error_vs_bits', 'plot_agreement', 'plot_minimal_bits', 'plot_agreement_curves',
-           'plot_allocation', 'study_split', 'study_allocations', 'bitwidth_study', 'study_tables']
+           'sample_sensitivity', 'image_sensitivity', 'minimal_bits', 'width_grid', 'survival_probability',
+           'rounding_step', 'dither', 'static_step', 'roundoff', 'predict_bits', 'measure_bits', 'predict_agreement',
+           'measure_agreement', 'bitwidth_table', 'safe_width', 'minimal_bits_table', 'hessian_traces',
+           'rounding_perturbations', 'weight_sensitivities', 'allocate_bits', 'compare_allocation',
+           'plot_error_vs_bits', 'plot_agreement', 'plot_minimal_bits', 'plot_agreement_curves', 'plot_allocation',
+           'study_split', 'study_allocations', 'bitwidth_study', 'study_tables']
 
 # %% ../nbs/04_bitwidth.ipynb #8292855c
 import contextlib, dataclasses, functools, json, math, numbers
@@ -549,7 +550,8 @@ class Roundoff:
 def rounded_weights(modules:dict, # {name: `Rounded`} (or {name: module}: its weight and bias)
                     fmt, # a format, or {module name: format or None}
                     folds=None, # {module name: k}: round the folded weight k·W and divide by k again (deployed)
-                    biases=True): # round the other parameters too (False: the weights alone)
+                    biases=True, # round the other parameters too (False: the weights alone)
+                    rounder=round_to): # rounder(t, format): how a tensor is rounded (`Roundoff.draw`: a draw of the statistical model)
     "Temporarily replace the parameters of `modules` by their rounded values (the originals are kept, not copied)."
     saved, folds = {}, folds or {}
     try:
@@ -563,7 +565,7 @@ def rounded_weights(modules:dict, # {name: `Rounded`} (or {name: module}: its we
                 k = folds.get(name) if path == 'weight' else None
                 k = None if k is None else k.to(p.dtype).reshape(-1, *[1] * (p.dim() - 1))
                 saved[p] = p.data
-                p.data = round_to(p.data, f) if k is None else round_to(p.data * k, f) / k
+                p.data = rounder(p.data, f) if k is None else rounder(p.data * k, f) / k
         yield
     finally:
         for p, v in saved.items(): p.data = v
@@ -955,6 +957,68 @@ def agreement(self:Roundoff, fmt, target:str)->torch.Tensor:
     ref, top = self.reference_logits(fmt, target).double(), self.logits.argmax(1, keepdim=True)
     return survival_probability((ref.gather(1, top) - ref).scatter(1, top, math.inf), tau)
 
+# %% ../nbs/04_bitwidth.ipynb #01ce62cd
+def rounding_step(t:torch.Tensor, # the tensor to round
+                  fmt, # `Fixed` or `Float` (one width)
+                  batched=False)->torch.Tensor: # dim 0 indexes images (per-image scales)
+    "The spacing s of `fmt`'s grid around each entry of `t` (t's shape): rounding moves the entry by at most s/2; 0 where t = 0."
+    if isinstance(fmt, Fixed):
+        g = groups_of(t, fmt.per_channel, batched)
+        return (g.abs().amax(1, keepdim=True) / fmt.levels * (g != 0)).reshape(t.shape).to(t.dtype)
+    E = (torch.frexp(t)[1] - 1).clamp_min(fmt.emin)
+    return torch.where(t != 0, torch.exp2((E - fmt.man_bits).to(t.dtype)), 0.)
+
+def dither(t:torch.Tensor, step:torch.Tensor, # a tensor and the spacing of its grid (`rounding_step`, `static_step`)
+           u:torch.Tensor)->torch.Tensor: # uniform on (−½, ½), t's shape
+    "A draw of the statistical model of rounding `t`: t + u·step (0 stays 0: its step is 0)."
+    return t + u * step
+
+def static_step(t:torch.Tensor, # an activation already clipped to its static range
+                amax:torch.Tensor, signed:bool, fmt:Fixed)->torch.Tensor:
+    "The step amax/Q of a static range where `t` is rounded inside it; 0 at 0 (and below it, unsigned) and at the thresholds, which stay."
+    inside = ((t != 0) if signed else (t > 0)) & (t.abs() < amax.to(t.dtype))
+    return (amax / static_levels(fmt, signed)).to(t.dtype) * inside
+
+
+# %% ../nbs/04_bitwidth.ipynb #8b5de78f
+@patch
+def ditherers(self:Roundoff, fmt, drawn)->dict:
+    "{node: function} that moves the activation at each rounding point by `drawn(t, step)` (`rounders`' points; static ranges clip first)."
+    if fmt is None: return {}
+    if self.is_static(fmt):
+        def moved(t, amax, signed):
+            c = clip_static(t, amax, signed)
+            return drawn(c, static_step(c, amax, signed, fmt))
+        return {n: functools.partial(moved, amax=a, signed=s) for n, a, s in zip(self.points, self.calibration.amax, self.calibration.signed)}
+    return {n: (lambda t: drawn(t, rounding_step(t, fmt, batched=True))) for n in self.points}
+
+@patch
+@full_precision()
+@torch.no_grad()
+def draw(self:Roundoff, fmt, target:str,
+         seed=0, # one seed, one draw: u is drawn from a generator seeded with it
+         sign=1.)->torch.Tensor: # −1: the mirror draw −u
+    "Logits [B, classes] with `target` moved as the statistical model of rounding to `fmt` says (`dither`): each entry by u·s, u uniform on (−½, ½)."
+    w, a = _parts(fmt, target)
+    g = torch.Generator(device=self.x.device).manual_seed(seed)
+    def drawn(t, step): return dither(t, step, torch.rand(t.shape, generator=g, device=t.device, dtype=t.dtype).sub_(0.5).mul_(sign))
+    with rounded_weights(self.rounded, {} if w is None else w, self.folds, rounder=lambda t, f: drawn(t, rounding_step(t, f))):
+        return _AtPoints(self.est.gm, self.ditherers(a, drawn)).run(self.x)
+
+@patch
+def sampled_agreement(self:Roundoff, fmt, target:str,
+                      pairs=4, # antithetic pairs of draws (2·pairs forward passes per width)
+                      seed=0)->torch.Tensor:
+    "Fraction [B] ([B, W]) of the draws of the statistical model in which each image keeps its top-1 class (the same draws at every width)."
+    top = self.logits.argmax(1)
+    def kept(f, i, s):
+        y = self.draw(f, target, seed + i, s)
+        return (y.argmax(1) == top) & torch.isfinite(y).all(1)
+    def one(f): return torch.stack([kept(f, i, s) for i in range(pairs) for s in (1., -1.)]).double().mean(0)
+    if pairs < 1: raise ValueError(f'pairs must be at least 1, got {pairs}')
+    return torch.stack([one(_column(fmt, j)) for j in range(_width_count(fmt))], 1) if _wide(fmt) else one(fmt)
+
+
 # %% ../nbs/04_bitwidth.ipynb #6f19972e
 def roundoff(model:nn.Module, x:torch.Tensor, est=None, draws=8, calibration=None)->Roundoff:
     "A `Roundoff` analysis of `model` at `x` [B, C, H, W] (reusing the estimator `est`; `calibration`: images or a `Calibration`)."
@@ -1004,10 +1068,12 @@ def predict_agreement(model:nn.Module, # classifier in eval mode (or a `Roundoff
                       per_channel=True, # fixed-point weights: one scale per output channel (as deployed)
                       exp_bits=8, # floating point: exponent bits
                       calibration=None, # calibration images (or a `Calibration`): static activation ranges; None: per-image scales
-                      est=None): # an `Estimator` of `model` to reuse
+                      est=None, # an `Estimator` of `model` to reuse
+                      pairs=4): # antithetic pairs of draws of the statistical model per width; 0: the linearised Gaussian model (no forward pass)
     "Predicted fraction of the images in `x` whose top-1 class survives (a tensor [W] for a list of widths), without quantizing."
     ro = roundoff(model, x, est, 0, calibration)
-    p = ro.agreement(make_formats(fmt, bits, per_channel, exp_bits, ro.x.device), target)
+    fmts = make_formats(fmt, bits, per_channel, exp_bits, ro.x.device)
+    p = ro.sampled_agreement(fmts, target, pairs) if pairs else ro.agreement(fmts, target)
     return p.mean(0) if p.dim() == 2 else p.mean().item()
 
 def measure_agreement(model:nn.Module, x:torch.Tensor, fmt='fixed', target='weights', bits=8, per_channel=True, exp_bits=8,
@@ -1209,8 +1275,9 @@ def compare_allocation(ro:Roundoff, # the analysis at the evaluation images
                        allocations:dict, # {label: bits per module (`allocate_bits`)}
                        per_channel=True, # fixed-point weights: one scale per output channel
                        act_bits=None, # activations' width (None: float)
+                       pairs=4, # antithetic pairs of draws of the sampled prediction
                       )->pd.DataFrame:
-    "Per allocation: its size, and the agreement predicted and measured, the measured error and the bound (medians)."
+    "Per allocation: its size, the agreement predicted (sampled and linearised) and measured, the measured error and the bound (medians)."
     sizes = {n: r.size for n, r in ro.rounded.items()}
     target, rows = 'weights' if act_bits is None else 'both', []
     for label, bits in allocations.items():
@@ -1218,7 +1285,8 @@ def compare_allocation(ro:Roundoff, # the analysis at the evaluation images
         err, kept = ro.measure(fmt, target)
         total = sum(int(b) * sizes[m] for m, b in bits.items())
         rows.append(dict(allocation=label, mean_bits=total / sum(sizes[m] for m in bits.index), megabits=total / 1e6,
-                         predicted=ro.agreement(fmt, target).mean().item(), measured=kept.double().mean().item(),
+                         predicted=ro.sampled_agreement(fmt, target, pairs).mean().item(), linearised=ro.agreement(fmt, target).mean().item(),
+                         measured=kept.double().mean().item(),
                          error=err.median().item(), bound=ro.bound(fmt, target).median().item()))
     return pd.DataFrame(rows).set_index('allocation')
 
@@ -1386,15 +1454,16 @@ def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # cali
 
 @full_precision()
 @torch.no_grad()
-def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:pd.DataFrame, widths, tensor_widths, act_bits, act_calibration)->pd.DataFrame:
-    "The study's rows for one batch: per image, setting, target and width, the predicted probability of keeping the top-1 class and the class obtained."
+def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:pd.DataFrame, widths, tensor_widths, act_bits, act_calibration, pairs=4)->pd.DataFrame:
+    "The study's rows for one batch: per image, setting, target and width, the probability of keeping the top-1 class (linearised and sampled) and the class obtained."
     ro = {c: Roundoff(est, x, draws=0, calibration=cal) for c, cal in calibrations.items()}
     exps = tuple(sorted({FLOAT_FORMATS[n].exp_bits for n in STUDY_FLOATS}))
     ro['max'].exp_bits = exps
     ro['max'].families = {('weights', ('fixed', True)), ('weights', ('fixed', False)), ('activations', 'static')} | {(p, ('float', e)) for p in ('weights', 'activations') for e in exps}
     ro['percentile'].families = {('weights', ('fixed', True)), ('activations', 'static')}  # what the settings use
     r0, keys, found = ro['max'], [], []  # results stay on the device until the end: one transfer per batch
-    def add(group, setting, target, bits, predicted, top1): keys.append((group, setting, target, bits)); found.append((predicted.double(), top1))
+    def add(group, setting, target, bits, predicted, top1, r, fmt):
+        keys.append((group, setting, target, bits)); found.append((predicted.double(), r.sampled_agreement(fmt, target, pairs), top1))
     def run(r, act=None): return _AtPoints(est.gm, r.rounders(act)).run(x).argmax(1)
     predicted = {(s, t): ro[c or 'max'].agreement(make_formats('fixed', list(widths), pc, device=x.device), t) for s, t, pc, c in STUDY_SETTINGS}
     for i, b in enumerate(widths):
@@ -1405,23 +1474,24 @@ def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:p
         if b in tensor_widths:
             with rounded_weights(r0.rounded, Fixed(b, False), r0.folds, biases=False): got['weights per-tensor'] = run(r0)
         got['activations, max'], got['activations, percentile'] = run(ro['max'], Fixed(b)), run(ro['percentile'], Fixed(b))
-        for s, t, _, _ in STUDY_SETTINGS:
-            if s in got: add('curve', s, t, b, predicted[(s, t)][:, i], got[s])
+        for s, t, pc, c in STUDY_SETTINGS:
+            if s in got: add('curve', s, t, b, predicted[(s, t)][:, i], got[s], ro[c or 'max'], Fixed(b, pc))
     for name, targets in STUDY_FLOATS.items():
         f = FLOAT_FORMATS[name]
-        if 'activations' in targets: add('float', name, 'activations', 0, r0.agreement(f, 'activations'), run(r0, f))
+        if 'activations' in targets: add('float', name, 'activations', 0, r0.agreement(f, 'activations'), run(r0, f), r0, f)
+        got = {}
         with rounded_weights(r0.rounded, f, r0.folds, biases=False):
-            for t in ('weights', 'both'):
-                if t in targets: add('float', name, t, 0, r0.agreement(f, t), run(r0, f if t == 'both' else None))
+            got = {t: run(r0, f if t == 'both' else None) for t in ('weights', 'both') if t in targets}
+        for t, top1 in got.items(): add('float', name, t, 0, r0.agreement(f, t), top1, r0, f)
     r = ro[act_calibration]
     for (a, method, budget), d in allocations.groupby(['activations', 'method', 'budget'], dropna=False, sort=False):
         a = None if pd.isna(a) else int(a)
         bits = dict(zip(d.module, d.bits))
         fmt, target = make_formats('fixed', bits if a is None else Widths(bits, a), True), 'weights' if a is None else 'both'
-        with rounded_weights(r.rounded, fmt if a is None else fmt.weights, r.folds, biases=False):
-            add('allocation', f"{method}, {'float' if a is None else f'A{a}'}", target, budget, r.agreement(fmt, target), run(r, None if a is None else Fixed(a)))
-    p, top1 = (torch.stack(v).cpu().numpy() for v in zip(*found))
-    return pd.concat([pd.DataFrame(dict(image=np.arange(len(x)), group=g, setting=s, target=t, bits=b, predicted=p[i], top1=top1[i]))
+        with rounded_weights(r.rounded, fmt if a is None else fmt.weights, r.folds, biases=False): top1 = run(r, None if a is None else Fixed(a))
+        add('allocation', f"{method}, {'float' if a is None else f'A{a}'}", target, budget, r.agreement(fmt, target), top1, r, fmt)
+    p, sampled, top1 = (torch.stack(v).cpu().numpy() for v in zip(*found))
+    return pd.concat([pd.DataFrame(dict(image=np.arange(len(x)), group=g, setting=s, target=t, bits=b, predicted=p[i], sampled=sampled[i], top1=top1[i]))
                       for i, (g, s, t, b) in enumerate(keys)], ignore_index=True)
 
 def bitwidth_study(est:Estimator, # the network (its estimator)
@@ -1474,11 +1544,14 @@ def study_tables(out)->dict:
     rows['kept'], labelled = rows.top1 == rows.float_top1, rows.label >= 0
     rows['correct'] = (rows.top1 == rows.label).where(labelled)
     images = rows.drop_duplicates('image')
-    summary = lambda g: pd.Series(dict(predicted=g.predicted.mean(), measured=g.kept.mean(), accuracy=g.correct.mean(), images=len(g)))
+    sampled = 'sampled' in rows  # the sampled prediction (studies made before it have the linearised one alone)
+    summary = lambda g: pd.Series(dict(predicted=g.predicted.mean(), **(dict(sampled=g.sampled.mean()) if sampled else {}),
+                                       measured=g.kept.mean(), accuracy=g.correct.mean(), images=len(g)))
     curves = rows[rows.group == 'curve'].groupby(['setting', 'target', 'bits'], sort=False).apply(summary, include_groups=False).reset_index()
     curves['difference'] = curves.predicted - curves.measured
+    if sampled: curves['sampled_difference'] = curves.sampled - curves.measured
     widths = curves.groupby(['setting', 'target'], sort=False).apply(
-        lambda d: pd.Series(dict(predicted=_width_99(d, 'predicted'), measured=_width_99(d, 'measured'))), include_groups=False)
+        lambda d: pd.Series({c: _width_99(d, c) for c in ('predicted', 'sampled', 'measured') if c in d}), include_groups=False)
     floats = rows[rows.group == 'float'].groupby(['setting', 'target'], sort=False).apply(summary, include_groups=False)
     allocated = rows[rows.group == 'allocation'].groupby(['setting', 'bits'], sort=False).apply(summary, include_groups=False).reset_index()
     allocated[['method', 'activations']] = allocated.setting.str.split(', ', expand=True)
@@ -1486,4 +1559,4 @@ def study_tables(out)->dict:
     w8a8 = curves[(curves.bits == 8) & (curves.target == 'both')].set_index('setting')[['measured', 'accuracy', 'predicted']]
     accuracy = pd.concat([pd.DataFrame(dict(measured=[1.], accuracy=[(images.float_top1 == images.label)[images.label >= 0].mean()], predicted=[1.]), index=['float']), w8a8])
     return dict(rows=rows, curves=curves, widths=widths, floats=floats, accuracy=accuracy, allocations=allocations,
-                comparison=allocated.rename(columns={'bits': 'budget'}).set_index(['activations', 'budget', 'method'])[['predicted', 'measured', 'accuracy', 'images']])
+                comparison=allocated.rename(columns={'bits': 'budget'}).set_index(['activations', 'budget', 'method'])[['predicted', *(['sampled'] if sampled else []), 'measured', 'accuracy', 'images']])

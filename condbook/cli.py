@@ -62,8 +62,9 @@ def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.
         ro = Roundoff(est, x)  # minimal safe fixed-point bits: estimated (3σ) and measured by quantizing
         bits = {f'bits_{t}_{k}': (predict_bits(ro, x, 'fixed', t, kind='estimate') if k == 'estimate' else measure_bits(ro, x, 'fixed', t))
                 for t in ('weights', 'activations') for k in ('estimate', 'measured')}
-        # predicted probability of keeping the top-1 class at W8A8 and W4A4 (weights per channel, activations per image), without quantizing
-        agree = ro.agreement(make_formats('fixed', [8, 4], per_channel=True, device=ro.x.device), 'both')
+        # predicted chance of keeping the top-1 class at W8A8 and W4A4 (weights per channel, activations per image), without quantizing:
+        # the share of 8 draws of the statistical model of rounding that keep it (`Roundoff.sampled_agreement`)
+        agree = ro.sampled_agreement(make_formats('fixed', [8, 4], per_channel=True, device=ro.x.device), 'both')
         bits |= {'agreement_int8': agree[:, 0], 'agreement_int4': agree[:, 1]}
         cols = dict(K=r.bound.tolist(), activation_bound=act.tolist(), local_condition=loc.tolist(),
                     **{k: v.tolist() for k, v in bits.items()})
@@ -111,7 +112,7 @@ def summary_markdown(label, est, per_image, unreadable, # (file, reason) pairs o
              f"- minimal safe fixed-point bits (median; estimated / measured by quantizing): weights {per_image.bits_weights_estimate.median():g} / "
              f"{per_image.bits_weights_measured.median():g}, activations {per_image.bits_activations_estimate.median():g} / "
              f"{per_image.bits_activations_measured.median():g}",
-             f"- predicted top-1 agreement with the float network (weights per channel, activations per image; not measured): "
+             f"- predicted top-1 agreement with the float network (weights per channel, activations per image; sampled statistical model of rounding, not measured): "
              f"int8 {per_image.agreement_int8.mean():.1%}, int4 {per_image.agreement_int4.mean():.1%}", '',
              q.rename(columns={'local_condition': 'local κ(x)', 'activation_bound': 'activation-aware', 'K': 'K(x)'}).to_markdown(floatfmt='.4g'), '',
              '![per-layer factors](layer_kappa.png)', '', '![condition per image](condition.png)', '',

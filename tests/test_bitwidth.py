@@ -105,6 +105,22 @@ def test_predicted_agreement_follows_the_measured_one():
     assert torch.allclose(survival_probability(gaps, sig), torch.tensor([[1., 1 / 3]], dtype=torch.float64), atol=1e-3)
 
 
+def test_sampled_agreement_holds_where_the_linearisation_fails():
+    "Static activations at 4 and 6 bits: fresh errors per image, so the measured fraction is a fair target; at 4 the linearised model is far off."
+    net, images = toy_classifier()
+    est = Estimator(net, (3, 12, 12), cache=False)
+    x, cal = images(300, 2), calibrate(est, images(100, 3))
+    ro = Roundoff(est, x, draws=0, calibration=cal)
+    widths = [4, 6]
+    sampled, linearised = (predict_agreement(ro, x, 'fixed', 'activations', widths, pairs=k) for k in (4, 0))
+    measured = measure_agreement(ro, x, 'fixed', 'activations', widths)
+    assert (sampled - measured).abs().max() < 0.05, (sampled, measured)
+    assert (linearised - measured).abs().max() > 2 * (sampled - measured).abs().max(), (linearised, sampled, measured)
+    once = ro.sampled_agreement(Fixed(4), 'activations', pairs=2)
+    assert torch.equal(once, ro.sampled_agreement(Fixed(4), 'activations', pairs=2)) and ((once * 4) % 1 == 0).all()  # seeded; a share of 4 draws
+    assert not torch.equal(once, ro.sampled_agreement(Fixed(4), 'activations', pairs=2, seed=1))
+
+
 def test_allocations_respect_the_budget_and_the_statistical_one_keeps_most():
     net, images = toy_classifier()
     est = Estimator(net, (3, 12, 12), cache=False)
@@ -120,6 +136,7 @@ def test_allocations_respect_the_budget_and_the_statistical_one_keeps_most():
     cmp = compare_allocation(ro_eval, allocs)
     assert cmp.loc['statistical', 'measured'] >= cmp.measured.max() - 0.02, cmp   # what it is for, measured on other images
     assert abs(cmp.loc['statistical', 'predicted'] - cmp.loc['statistical', 'measured']) < 0.1, cmp
+    assert abs(cmp.loc['statistical', 'linearised'] - cmp.loc['statistical', 'measured']) < 0.1, cmp
     fmt = make_formats('fixed', allocs['statistical'], per_channel=True)
     err, _ = ro_eval.measure(fmt, 'weights')
     assert (err <= ro_eval.bound(fmt, 'weights')).all()                      # the error it causes is bounded, not just the bound lowered
@@ -135,6 +152,9 @@ def test_study_runs_resumes_and_refuses_another_configuration(tmp_path):
     tables = bitwidth_study(*args, **kw)
     assert len(list((tmp_path/'rows').glob('*.csv.gz'))) == 2 and set(tables['curves'].bits) == {4, 5, 6}
     assert len(tables['comparison']) == 2 * len(ALLOCATIONS)
+    rows = tables['rows']
+    assert rows.sampled.between(0, 1).all() and ((rows.sampled * 8) % 1 == 0).all()   # a share of 4 antithetic pairs of draws
+    assert {'sampled', 'sampled_difference'} <= set(tables['curves']) and 'sampled' in tables['widths'] and 'sampled' in tables['comparison']
     again = bitwidth_study(*args, **kw)
     assert again['curves'].equals(tables['curves'])
     with pytest.raises(ValueError, match='another configuration'): bitwidth_study(*args, **{**kw, 'widths': range(4, 6)})
