@@ -960,7 +960,8 @@ def agreement(self:Roundoff, fmt, target:str)->torch.Tensor:
 # %% ../nbs/04_bitwidth.ipynb #01ce62cd
 def rounding_step(t:torch.Tensor, # the tensor to round
                   fmt, # `Fixed` or `Float` (one width)
-                  batched=False)->torch.Tensor: # dim 0 indexes images (per-image scales)
+                  batched=False, # dim 0 indexes images (per-image scales)
+                 )->torch.Tensor:
     "The spacing s of `fmt`'s grid around each entry of `t` (t's shape): rounding moves the entry by at most s/2; 0 where t = 0."
     if isinstance(fmt, Fixed):
         g = groups_of(t, fmt.per_channel, batched)
@@ -969,12 +970,16 @@ def rounding_step(t:torch.Tensor, # the tensor to round
     return torch.where(t != 0, torch.exp2((E - fmt.man_bits).to(t.dtype)), 0.)
 
 def dither(t:torch.Tensor, step:torch.Tensor, # a tensor and the spacing of its grid (`rounding_step`, `static_step`)
-           u:torch.Tensor)->torch.Tensor: # uniform on (−½, ½), t's shape
+           u:torch.Tensor, # uniform on (−½, ½), t's shape
+          )->torch.Tensor:
     "A draw of the statistical model of rounding `t`: t + u·step (0 stays 0: its step is 0)."
     return t + u * step
 
 def static_step(t:torch.Tensor, # an activation already clipped to its static range
-                amax:torch.Tensor, signed:bool, fmt:Fixed)->torch.Tensor:
+                amax:torch.Tensor, # the range's threshold
+                signed:bool, # whether the range is [−amax, amax] (else [0, amax])
+                fmt:Fixed, # the width
+               )->torch.Tensor:
     "The step amax/Q of a static range where `t` is rounded inside it; 0 at 0 (and below it, unsigned) and at the thresholds, which stay."
     inside = ((t != 0) if signed else (t > 0)) & (t.abs() < amax.to(t.dtype))
     return (amax / static_levels(fmt, signed)).to(t.dtype) * inside
@@ -997,7 +1002,8 @@ def ditherers(self:Roundoff, fmt, drawn)->dict:
 @torch.no_grad()
 def draw(self:Roundoff, fmt, target:str,
          seed=0, # one seed, one draw: u is drawn from a generator seeded with it
-         sign=1.)->torch.Tensor: # −1: the mirror draw −u
+         sign=1., # −1: the mirror draw −u
+        )->torch.Tensor:
     "Logits [B, classes] with `target` moved as the statistical model of rounding to `fmt` says (`dither`): each entry by u·s, u uniform on (−½, ½)."
     w, a = _parts(fmt, target)
     g = torch.Generator(device=self.x.device).manual_seed(seed)
@@ -1006,17 +1012,26 @@ def draw(self:Roundoff, fmt, target:str,
         return _AtPoints(self.est.gm, self.ditherers(a, drawn)).run(self.x)
 
 @patch
-def sampled_agreement(self:Roundoff, fmt, target:str,
-                      pairs=4, # antithetic pairs of draws (2·pairs forward passes per width)
-                      seed=0)->torch.Tensor:
-    "Fraction [B] ([B, W]) of the draws of the statistical model in which each image keeps its top-1 class (the same draws at every width)."
+def kept_by_draws(self:Roundoff, fmt, target:str,
+                  pairs=4, # antithetic pairs of draws (2·pairs forward passes per width)
+                  seed=0, # the first pair's seed (pair i: seed + i, then its mirror)
+                 )->torch.Tensor:
+    "Whether each image keeps its top-1 class in each draw of the statistical model [2·pairs, B] ([2·pairs, B, W]; the same draws at every width)."
+    if pairs < 1: raise ValueError(f'pairs must be at least 1, got {pairs}')
     top = self.logits.argmax(1)
     def kept(f, i, s):
         y = self.draw(f, target, seed + i, s)
         return (y.argmax(1) == top) & torch.isfinite(y).all(1)
-    def one(f): return torch.stack([kept(f, i, s) for i in range(pairs) for s in (1., -1.)]).double().mean(0)
-    if pairs < 1: raise ValueError(f'pairs must be at least 1, got {pairs}')
-    return torch.stack([one(_column(fmt, j)) for j in range(_width_count(fmt))], 1) if _wide(fmt) else one(fmt)
+    def one(f): return torch.stack([kept(f, i, s) for i in range(pairs) for s in (1., -1.)])
+    return torch.stack([one(_column(fmt, j)) for j in range(_width_count(fmt))], -1) if _wide(fmt) else one(fmt)
+
+@patch
+def sampled_agreement(self:Roundoff, fmt, target:str,
+                      pairs=4, # antithetic pairs of draws (2·pairs forward passes per width)
+                      seed=0, # the first pair's seed
+                     )->torch.Tensor:
+    "Fraction [B] ([B, W]) of the draws of the statistical model in which each image keeps its top-1 class (`kept_by_draws`)."
+    return self.kept_by_draws(fmt, target, pairs, seed).double().mean(0)
 
 
 # %% ../nbs/04_bitwidth.ipynb #6f19972e
