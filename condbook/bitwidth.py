@@ -579,6 +579,11 @@ def rounders(self:Roundoff, fmt)->dict:
     return {n: functools.partial(round_to, fmt=fmt, batched=True) for n in self.points}
 
 @patch
+def keeps(self:Roundoff, y:torch.Tensor)->torch.Tensor:
+    "Whether each image keeps the network's top-1 class in the logits `y` [B, classes] (and they are finite) [B]."
+    return (y.argmax(1) == self.logits.argmax(1)) & torch.isfinite(y).all(1)
+
+@patch
 @full_precision()
 @torch.no_grad()
 def measure_targets(self:Roundoff, fmt, targets=TARGETS)->dict:
@@ -586,7 +591,7 @@ def measure_targets(self:Roundoff, fmt, targets=TARGETS)->dict:
     parts = {t: _parts(fmt, t) for t in targets}
     def run(act):
         y = _AtPoints(self.est.gm, self.rounders(act)).run(self.x)
-        return image_norms(y.double() - self.logits.double()) / self.out_norm, (y.argmax(1) == self.logits.argmax(1)) & torch.isfinite(y).all(1)
+        return image_norms(y.double() - self.logits.double()) / self.out_norm, self.keeps(y)
     out = {t: run(a) for t, (w, a) in parts.items() if w is None}
     w = next((w for w, _ in parts.values() if w is not None), None)
     if w is not None:
@@ -1018,11 +1023,7 @@ def kept_by_draws(self:Roundoff, fmt, target:str,
                  )->torch.Tensor:
     "Whether each image keeps its top-1 class in each draw of the statistical model [2·pairs, B] ([2·pairs, B, W]; the same draws at every width)."
     if pairs < 1: raise ValueError(f'pairs must be at least 1, got {pairs}')
-    top = self.logits.argmax(1)
-    def kept(f, i, s):
-        y = self.draw(f, target, seed + i, s)
-        return (y.argmax(1) == top) & torch.isfinite(y).all(1)
-    def one(f): return torch.stack([kept(f, i, s) for i in range(pairs) for s in (1., -1.)])
+    def one(f): return torch.stack([self.keeps(self.draw(f, target, seed + i, s)) for i in range(pairs) for s in (1., -1.)])
     return torch.stack([one(_column(fmt, j)) for j in range(_width_count(fmt))], -1) if _wide(fmt) else one(fmt)
 
 @patch
@@ -1494,7 +1495,6 @@ def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:p
     for name, targets in STUDY_FLOATS.items():
         f = FLOAT_FORMATS[name]
         if 'activations' in targets: add('float', name, 'activations', 0, r0.agreement(f, 'activations'), run(r0, f), r0, f)
-        got = {}
         with rounded_weights(r0.rounded, f, r0.folds, biases=False):
             got = {t: run(r0, f if t == 'both' else None) for t in ('weights', 'both') if t in targets}
         for t, top1 in got.items(): add('float', name, t, 0, r0.agreement(f, t), top1, r0, f)

@@ -20,10 +20,8 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from condbook.bitwidth import Fixed, Roundoff, Widths, calibrate, study_split
-from condbook.data import image_folder
-from condbook.estimator import Estimator
-from condbook.models import load_model
+from condbook.bitwidth import Fixed, Roundoff, Widths, calibrate
+from margin_check import study_photos  # the same network, photos and split
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -37,12 +35,8 @@ def main(argv=None):
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'agreement-check'))
     a = p.parse_args(argv)
     t0, out = time.time(), Path(a.out)
-    model = load_model('efficientnet_lite0', 'imagenet')
-    images = image_folder(a.data)
-    x = torch.stack([images.load(i, model.transform) for i in range(len(images))])
-    cal, ev = study_split(len(x), 200, 0)
+    est, x, cal, ev = study_photos(a.data)
     ev = ev[:a.n]
-    est = Estimator(model, model.input_shape)
     calibration = calibrate(est, x[cal])
     fmt = lambda t, b: {'weights': Widths(Fixed(b, True), None), 'activations': Widths(None, Fixed(b)), 'both': Widths(Fixed(b, True), Fixed(b))}[t]
     for target in a.targets:

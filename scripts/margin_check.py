@@ -21,13 +21,16 @@ from condbook.data import image_folder
 from condbook.estimator import Estimator
 from condbook.models import load_model
 
-def deployed_analysis(data:str, n:int)->Roundoff:
-    "EfficientNet-Lite0 as deployed (static ranges from 64 of the study's calibration photos) at the first `n` of its evaluation photos."
+def study_photos(data:str)->tuple:
+    "(estimator of EfficientNet-Lite0, the photos of `data` as it reads them, calibration indices, evaluation indices): the bit-width study's split."
     model = load_model('efficientnet_lite0', 'imagenet')
     images = image_folder(data)
     x = torch.stack([images.load(i, model.transform) for i in range(len(images))])
-    cal, ev = study_split(len(x), 200, 0)
-    est = Estimator(model, model.input_shape)
+    return (Estimator(model, model.input_shape), x, *study_split(len(x), 200, 0))
+
+def deployed_analysis(data:str, n:int)->Roundoff:
+    "EfficientNet-Lite0 as deployed (static ranges from 64 of the study's calibration photos) at the first `n` of its evaluation photos."
+    est, x, cal, ev = study_photos(data)
     return Roundoff(est, x[ev[:n]], draws=0, calibration=calibrate(est, x[cal[:64]]))
 
 def main(argv=None):

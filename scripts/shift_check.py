@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from condbook.bitwidth import Fixed, Widths, rounded_weights, survival_probability
+from condbook.bitwidth import Fixed, Widths, rounded_weights, rounding_step, survival_probability
 from condbook.core import full_precision
 from margin_check import deployed_analysis  # the same network, photos and calibration
 
@@ -49,8 +49,7 @@ def main(argv=None):
                 k = ro.folds.get(name)
                 k = torch.ones(len(t), dtype=t.dtype) if k is None else k.to(t.dtype)
                 k = k.reshape(-1, *[1] * (t.dim() - 1))
-                w = t.detach() * k
-                steps.append(w.flatten(1).abs().amax(1).reshape(k.shape) / (2 ** (b - 1) - 1) / k.abs() * (w != 0))
+                steps.append(rounding_step(t.detach() * k, fmt.weights) / k.abs())
             shift = torch.zeros_like(l0)
             for _ in range(a.pairs):
                 vs = [(torch.rand(t.shape, generator=g, dtype=t.dtype) - 0.5) * s for (_, t), s in zip(tensors, steps)]
