@@ -18,10 +18,10 @@ from .certify import certify as certify_images
 from .core import (Choice, Float, InputError, Int, Many, Option, UserError, checked, full_precision, precision_info,
                            precision_line, save_csv)
 from .data import SkippedImage, batches, image_folder, imagenet_categories, sample_images
-from .estimator import Estimator, UnsupportedOperationError, local_condition, record
+from .estimator import LOCKSTEP_BYTES, Estimator, UnsupportedOperationError, local_condition, lockstep_budget, record
 from .experiment import ExperimentConfig, ResultsWarning, out_folder, run_experiment, summarize
 from .models import MODELS, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
-from .norms import adjoint, power_iteration, seeded_start, top_singular_value
+from .norms import adjoint, counting_transfers, power_iteration, seeded_start, top_singular_value
 from .perturb import parameter_trials
 from .plots import plot_condition, plot_layer_kappa
 
@@ -184,6 +184,12 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
     t_draws_one = _seconds(lambda: parameter_trials(net, x, [weight], chunk=1), repeat=1, device=dev)
     ro = Roundoff(est, x, draws=0)  # one width of the bit-width measurement: weights rounded once, three rounded passes
     t_width = _seconds(lambda: ro.measure_targets(make_formats('fixed', 8)), repeat=1, device=dev)
+    values = est(x).values  # the activation-aware bound's piece norms: pieces in lockstep (the GPU's default), then one at a time (the CPU's)
+    together = max(LOCKSTEP_BYTES, lockstep_budget(dev))
+    t_act = _seconds(lambda: est.piece_jacobian_norms(est.pieces, values, budget=together), repeat=1, device=dev)
+    t_act_one = _seconds(lambda: est.piece_jacobian_norms(est.pieces, values, budget=0), repeat=1, device=dev)
+    with counting_transfers() as lockstep: est.piece_jacobian_norms(est.pieces, values, budget=together)
+    with counting_transfers() as one_by_one: est.piece_jacobian_norms(est.pieces, values, budget=0)
     layers = _layer_norm_costs(est, tol, power_cap)  # counts, not times: last
     lanczos, power = sum(r['lanczos'] for r in layers), sum(r['power'] for r in layers)
     r = {'model': f'{model} (untrained weights)', 'input': list(shape), 'device': str(dev), 'batch': batch,
@@ -198,6 +204,9 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
          'local_condition_over_forward_per_image': round(t_local / (t_fwd / batch), 1),
          'parameter_draws_seconds_batch': round(t_draws, 4), 'parameter_draws_one_at_a_time_over_batched': round(t_draws_one / t_draws, 2),
          'measure_width_seconds_batch': round(t_width, 4), 'measure_width_over_forward': round(t_width / t_fwd, 2),
+         'piece_norms_lockstep_seconds_batch': round(t_act, 4), 'piece_norms_one_at_a_time_over_lockstep': round(t_act_one / t_act, 2),
+         'piece_norms_default': 'one at a time' if lockstep_budget(dev) == 0 else 'lockstep',
+         'piece_norms_host_transfers': lockstep[0], 'piece_norms_host_transfers_one_at_a_time': one_by_one[0],
          'layers': layers}
     r['goals_met'] = {k: r[k] <= g if op == '<=' else r[k] >= g for k, (op, g) in BENCH_GOALS.items()}
     return r
