@@ -1293,15 +1293,16 @@ def compare_allocation(ro:Roundoff, # the analysis at the evaluation images
                        act_bits=None, # activations' width (None: float)
                        pairs=4, # antithetic pairs of draws of the sampled prediction
                       )->pd.DataFrame:
-    "Per allocation: its size, the agreement predicted (sampled and linearised) and measured, the measured error and the bound (medians)."
+    "Per allocation: its size, the agreement predicted (sampled, with the spread of single draws, and linearised) and measured, the measured error and the bound (medians)."
     sizes = {n: r.size for n, r in ro.rounded.items()}
     target, rows = 'weights' if act_bits is None else 'both', []
     for label, bits in allocations.items():
         fmt = make_formats('fixed', bits if act_bits is None else Widths(bits, act_bits), per_channel)
         err, kept = ro.measure(fmt, target)
+        draws = ro.kept_by_draws(fmt, target, pairs).double().mean(1)  # each draw's agreement: a weight draw is one possible rounding
         total = sum(int(b) * sizes[m] for m, b in bits.items())
         rows.append(dict(allocation=label, mean_bits=total / sum(sizes[m] for m in bits.index), megabits=total / 1e6,
-                         predicted=ro.sampled_agreement(fmt, target, pairs).mean().item(), linearised=ro.agreement(fmt, target).mean().item(),
+                         predicted=draws.mean().item(), spread=draws.std().item(), linearised=ro.agreement(fmt, target).mean().item(),
                          measured=kept.double().mean().item(),
                          error=err.median().item(), bound=ro.bound(fmt, target).median().item()))
     return pd.DataFrame(rows).set_index('allocation')

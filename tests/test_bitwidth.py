@@ -138,6 +138,8 @@ def test_allocations_respect_the_budget_and_the_statistical_one_keeps_most():
     assert abs(cmp.loc['statistical', 'predicted'] - cmp.loc['statistical', 'measured']) < 0.1, cmp
     assert abs(cmp.loc['statistical', 'linearised'] - cmp.loc['statistical', 'measured']) < 0.1, cmp
     fmt = make_formats('fixed', allocs['statistical'], per_channel=True)
+    per_draw = torch.stack([ro_eval.keeps(ro_eval.draw(fmt, 'weights', i, s)).double().mean() for i in range(4) for s in (1., -1.)])
+    assert abs(cmp.loc['statistical', 'spread'] - per_draw.std().item()) < 1e-12 and abs(cmp.loc['statistical', 'predicted'] - per_draw.mean().item()) < 1e-12
     err, _ = ro_eval.measure(fmt, 'weights')
     assert (err <= ro_eval.bound(fmt, 'weights')).all()                      # the error it causes is bounded, not just the bound lowered
     with rounded_weights(ro_eval.rounded, fmt, ro_eval.folds, biases=False):  # and it is the error of those widths
