@@ -23,6 +23,28 @@ sys.path.insert(0, str(ROOT))
 from condbook.bitwidth import Fixed, Roundoff, Widths, calibrate
 from margin_check import study_photos  # the same network, photos and split
 
+def deployed_photos(data:str, n=None)->tuple:
+    "(estimator, photos, the first `n` evaluation indices, static max ranges from the 200 calibration photos): the study's split, deployed."
+    est, x, cal, ev = study_photos(data)
+    return est, x, ev[:n], calibrate(est, x[cal])
+
+def pending_batches(folder:Path, est, x:torch.Tensor, ev:torch.Tensor, batch:int, calibration):
+    "(rows file, position of the batch in `ev`, photo indices, `Roundoff`) of each batch of the evaluation photos `ev` whose rows file folder/<start>.csv.gz is not written yet."
+    folder.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(ev), batch):
+        path, idx = folder/f'{start:04d}.csv.gz', ev[start:start + batch]
+        if not path.exists(): yield path, start, idx, Roundoff(est, x[idx], draws=0, calibration=calibration)
+
+def draw_columns(ro:Roundoff, fmt, target:str, pairs:int)->dict:
+    "Row columns: the sampled prediction per photo and each draw's outcome (`kept_by_draws`, seeds i and their mirrors)."
+    each = ro.kept_by_draws(fmt, target, pairs).double().cpu()
+    return dict(sampled=each.mean(0).numpy(), **{f'draw_{j}': d.numpy() for j, d in enumerate(each)})
+
+def draw_spread(grouped)->dict:
+    "Per group of rows: the agreement of the single draws in % (each draw's over the photos), its min, max and standard deviation."
+    per_draw = 100 * grouped[[c for c in grouped.obj if c.startswith('draw_')]].mean()
+    return {'draw min': per_draw.min(axis=1).round(2), 'draw max': per_draw.max(axis=1).round(2), 'draw sd': per_draw.std(axis=1).round(2)}
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--targets', nargs='+', default=['weights', 'activations'], choices=['weights', 'activations', 'both'])
@@ -35,37 +57,27 @@ def main(argv=None):
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'agreement-check'))
     a = p.parse_args(argv)
     t0, out = time.time(), Path(a.out)
-    est, x, cal, ev = study_photos(a.data)
-    ev = ev[:a.n]
-    calibration = calibrate(est, x[cal])
+    est, x, ev, calibration = deployed_photos(a.data, a.n)
     fmt = lambda t, b: {'weights': Widths(Fixed(b, True), None), 'activations': Widths(None, Fixed(b)), 'both': Widths(Fixed(b, True), Fixed(b))}[t]
     for target in a.targets:
         name = f"{target}-{a.pairs}{'-draws' if a.draws else ''}"
         folder = out/'rows'/name
-        folder.mkdir(parents=True, exist_ok=True)
-        for start in range(0, len(ev), a.batch):
-            path = folder/f'{start:04d}.csv.gz'
-            if path.exists(): continue
-            ro = Roundoff(est, x[ev[start:start + a.batch]], draws=0, calibration=calibration)
+        for path, start, idx, ro in pending_batches(folder, est, x, ev, a.batch, calibration):
             rows = []
             for b in a.widths:
                 f = fmt(target, b)
                 kept = ro.measure(f, target)[1]
-                cols = dict(image=ev[start:start + a.batch].numpy(), target=target, bits=b, linearised=ro.agreement(f, target).cpu().numpy())
-                if a.draws:  # the draws of `sampled_agreement`, one by one
-                    each = ro.kept_by_draws(f, target, a.pairs).double().cpu()
-                    cols |= dict(sampled=each.mean(0).numpy(), **{f'draw_{j}': d.numpy() for j, d in enumerate(each)})
+                cols = dict(image=idx.numpy(), target=target, bits=b, linearised=ro.agreement(f, target).cpu().numpy())
+                if a.draws: cols |= draw_columns(ro, f, target, a.pairs)  # the draws of `sampled_agreement`, one by one
                 else: cols['sampled'] = ro.sampled_agreement(f, target, a.pairs).cpu().numpy()
                 rows.append(pd.DataFrame(dict(cols, measured=kept.double().cpu().numpy())))
             pd.concat(rows).to_csv(path, index=False)
-            print(f'{target} photos {start}-{start + len(ro.x)}: {time.time() - t0:.0f} s', flush=True)
+            print(f'{target} photos {start}-{start + len(idx)}: {time.time() - t0:.0f} s', flush=True)
         rows = pd.concat([pd.read_csv(f) for f in sorted(folder.glob('*.csv.gz'))])
         summary = (100 * rows.groupby('bits')[[c for c in ('linearised', 'sampled', 'measured') if c in rows]].mean()).round(2)
         summary.insert(0, 'photos', rows.groupby('bits').size())
         summary['sampled - measured'] = (summary.sampled - summary.measured).round(2)
-        if a.draws:
-            per_draw = 100 * rows.groupby('bits')[[c for c in rows if c.startswith('draw_')]].mean()  # [widths, draws]: each draw's agreement
-            summary['draw min'], summary['draw max'], summary['draw sd'] = per_draw.min(axis=1).round(2), per_draw.max(axis=1).round(2), per_draw.std(axis=1).round(2)
+        if a.draws: summary = summary.assign(**draw_spread(rows.groupby('bits')))
         summary.to_csv(out/f'agreement-{name}.csv')
         print(target, f'(pairs {a.pairs})', summary.to_string(), sep='\n', flush=True)
     print(f'{time.time() - t0:.0f} s')

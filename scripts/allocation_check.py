@@ -17,11 +17,11 @@ budget and method (agreement in %; the single draws' min, max and standard devia
 """
 import argparse, sys, time
 from pathlib import Path
-import pandas as pd, torch
+import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from condbook.bitwidth import Fixed, Roundoff, Widths, calibrate, make_formats
-from margin_check import study_photos  # the same network, photos and split
+from condbook.bitwidth import Widths, make_formats
+from agreement_check import deployed_photos, draw_columns, draw_spread, pending_batches  # the same network, photos, split and rows
 
 def allocations(study:Path)->dict:
     "{(activation bits or None, method, budget): bits per module} of the study."
@@ -40,36 +40,25 @@ def main(argv=None):
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'allocation-check'))
     a = p.parse_args(argv)
     t0, out, allocs = time.time(), Path(a.out), allocations(Path(a.study))
-    est, x, cal, ev = study_photos(a.data)
-    ev = ev[:a.n]
-    calibration = calibrate(est, x[cal])
+    est, x, ev, calibration = deployed_photos(a.data, a.n)
     folder = out/'rows'
-    folder.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(ev), a.batch):
-        path = folder/f'{start:04d}.csv.gz'
-        if path.exists(): continue
-        ro = Roundoff(est, x[ev[start:start + a.batch]], draws=0, calibration=calibration)
+    for path, start, idx, ro in pending_batches(folder, est, x, ev, a.batch, calibration):
         rows = []
         for (act, method, budget), bits in allocs.items():
             fmt = make_formats('fixed', bits if act is None else Widths(bits, act), True)
             target = 'weights' if act is None else 'both'
-            cols = dict(image=ev[start:start + a.batch].numpy(), activations=act or 0, method=method, budget=budget,
+            cols = dict(image=idx.numpy(), activations=act or 0, method=method, budget=budget,
                         measured=ro.measure(fmt, target)[1].double().cpu().numpy(), linearised=ro.agreement(fmt, target).cpu().numpy())
-            if method in a.sampled:
-                each = ro.kept_by_draws(fmt, target, a.pairs).double().cpu()
-                cols |= dict(sampled=each.mean(0).numpy(), **{f'draw_{j}': d.numpy() for j, d in enumerate(each)})
+            if method in a.sampled: cols |= draw_columns(ro, fmt, target, a.pairs)
             rows.append(pd.DataFrame(cols))
         pd.concat(rows).to_csv(path, index=False)
-        print(f'photos {start}-{start + len(ro.x)}: {time.time() - t0:.0f} s', flush=True)
+        print(f'photos {start}-{start + len(idx)}: {time.time() - t0:.0f} s', flush=True)
     rows = pd.concat([pd.read_csv(f) for f in sorted(folder.glob('*.csv.gz'))])
     keys = ['activations', 'budget', 'method']
     g = rows.groupby(keys)
     summary = (100 * g[[c for c in ('measured', 'linearised', 'sampled') if c in rows]].mean()).round(2)
     summary.insert(0, 'photos', g.size())
-    draws = [c for c in rows if c.startswith('draw_')]
-    if draws:
-        per_draw = 100 * g[draws].mean()  # each draw's agreement over the photos
-        summary['draw min'], summary['draw max'], summary['draw sd'] = per_draw.min(axis=1).round(2), per_draw.max(axis=1).round(2), per_draw.std(axis=1).round(2)
+    if any(c.startswith('draw_') for c in rows): summary = summary.assign(**draw_spread(g))
     summary.to_csv(out/'allocation-check.csv')
     print(summary.to_string(), f'{time.time() - t0:.0f} s', sep='\n')
 
