@@ -399,7 +399,8 @@ class WeightTerm:
                  names=None): # the rounded parameters (default: all the registry's; deployed: the weight alone)
         self.m, self.stats, self.fold = call.module, {}, fold
         names = rounded_names(call) if names is None else names
-        self.reads = {p: (r.double(), float(g)) for p, (r, g) in call.op.parameter_reads(call, z, y).items() if p in names}
+        self.reads = {p: (r.double(), g.double() if isinstance(g, torch.Tensor) else float(g))  # a tensor stays on its device: no sync
+                      for p, (r, g) in call.op.parameter_reads(call, z, y).items() if p in names}
 
     def parameter_error(self, p, fmt):
         "Bound [1, W] on ‖round(p) − p‖ for the parameter `p` (its stats cached per scale grouping)."

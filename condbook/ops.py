@@ -6,10 +6,11 @@
 __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'SILU_LOWEST', 'GELU_LOWEST', 'GELU_TANH_LOWEST', 'SAFETY',
            'SILU_LIPSCHITZ', 'GELU_LIPSCHITZ', 'GELU_TANH_LIPSCHITZ', 'UnsupportedOperationError', 'target_name',
            'TupleItem', 'Call', 'Op', 'register', 'lookup', 'Zero', 'zero_constants', 'substitute', 'apply_call',
-           'monotone_interval', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Negate', 'Offset', 'Pad',
-           'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'Elementwise', 'pool_window_counts', 'MaxPool',
-           'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum', 'Concat', 'Product',
-           'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
+           'monotone_interval', 'absolute_map', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Negate',
+           'Offset', 'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'Elementwise',
+           'pool_window_counts', 'MaxPool', 'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'times0',
+           'Arithmetic', 'Sum', 'Concat', 'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention',
+           'ShapeOnly', 'lipschitz_constant']
 
 # %% ../nbs/00c_ops.ipynb #1938d801
 import math, operator
@@ -193,19 +194,24 @@ def _absolute(v):
     if isinstance(v, torch.Tensor) and v.is_floating_point(): return v.abs()
     return v
 
-def affine_interval(call:Call, iv:dict):
-    "y = Ax + b for x in [c − r, c + r]: [Ac + b − |A|r, Ac + b + |A|r], |A| the call with weights in absolute value, offsets zero."
+def absolute_map(call:Call, r):
+    "|A| r, for r ≥ 0 at the call's one varying input: the affine call with its weights in absolute value and its offsets zero."
     x = call.inputs[0]
-    lo, hi = iv[x]
-    c, r = (lo + hi) / 2, (hi - lo) / 2
-    yc = _at(call, {x: c})
     if call.node.op == 'call_module':
         state = {k: torch.zeros_like(v) if k.rsplit('.', 1)[-1] in OFFSET_NAMES else _absolute(v)
                  for k, v in {**dict(call.module.named_parameters()), **dict(call.module.named_buffers())}.items()}
         a, k = substitute(call, (call.node.args, call.node.kwargs), {x: r})
-        yr = functional_call(call.module, state, tuple(a), k)
-    else: yr = _at(call, {x: r}, call.op.linear_args(call), const=_absolute)
+        return functional_call(call.module, state, tuple(a), k)
+    return _at(call, {x: r}, call.op.linear_args(call), const=_absolute)
+
+def affine_interval(call:Call, iv:dict):
+    "y = Ax + b for x in [c − r, c + r]: [Ac + b − |A|r, Ac + b + |A|r] (`absolute_map`)."
+    x = call.inputs[0]
+    lo, hi = iv[x]
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    yc, yr = _at(call, {x: c}), absolute_map(call, r)
     return yc - yr, yc + yr
+
 
 # %% ../nbs/00c_ops.ipynb #88b1b7cb
 class Rearrange(Op):

@@ -13,10 +13,11 @@ What is compared, per photo and radius r (L2 balls B(x, r)):
   their per-layer affine-ReLU bounds ‖R A D‖, max pooling √(ceil(k/s)²), ...). Their power iteration (100 steps, random
   start) estimates each ‖R A D‖ from below, so strictly their product is not a guaranteed upper bound; the start is seeded
   here (torch.manual_seed(0) before each call) for reproducibility.
-- condbook: `Certifier.certify_image` (the `condbook.certify` machinery): U(r) = the certified ‖J(x)‖ bound for r ≤ r_lin,
-  the tracked U(r) beyond r_lin as far as tracking's budget (--max-exact exact gradient norms) reaches, and past that the
-  certified global Lipschitz bound L_f (`condbook.estimator.Estimator`), which is what `certify` falls back to.
-  Column ours_tracked_U keeps the tracked value alone (inf where tracking stopped).
+- condbook: `Certifier.certify_image` (the `condbook.certify` machinery): U(r) = the certified ‖J(x)‖ bound for r ≤ r_lin;
+  beyond r_lin the smallest of the tracked U(r) (as far as tracking's budget, --max-exact exact gradient norms, reaches),
+  the masked layer product started from tracking (at their radii and --layer-radii grid radii) and the global Lipschitz
+  bound L_f (`condbook.estimator.Estimator`). Column ours_kind says which; ours_tracked_U keeps the tracked value alone
+  (inf where tracking stopped).
 - the attack: `Certifier.amplification` (float64 gradient ascent on the sphere ‖δ‖ = r, from the top singular vector of J),
   a lower bound on the same supremum; both ratios bound/attack use it.
 
@@ -49,7 +50,7 @@ Patches (applied at run time, in this process only; their files are untouched):
 Outputs (--out): compare.csv (per photo and radius: A&M bound, ours U (and its kind), ours tracked U alone, attack, both
 ratios), per_image.csv (r_lin, how far tracking reached, ‖J‖ bounds, both global bounds, seconds), summary.csv (medians over
 the photos per radius point). With the defaults (3 photos, 6 of their 30 radii, condbook's grid of 24 radii, A&M also at
-every 6th grid point) it took ~12 min on one shared CPU core (A&M ~7-12 s per radius, condbook ~2-3 min per photo).
+every 6th grid point) it took ~16 min on one shared CPU core (A&M ~7-16 s per radius, condbook ~3.5-4 min per photo).
 Committed: report/certify/am-compare (the defaults) and report/certify/am-compare/max-exact-4096 (one photo,
 --n-images 1 --max-exact 4096 --am-radii 0 --am-grid-every 0: how much further a larger tracking budget reaches) and
 report/certify/am-compare/max-exact-16384 (one photo at their radius 0.001 alone: --n-images 1 --max-exact 16384 --grid 0
@@ -70,6 +71,7 @@ from condbook.data import image_folder
 from condbook.estimator import Estimator
 from condbook.models import IMAGENET_MEAN, IMAGENET_STD, load_model
 
+KINDS = {'jacobian': '‖J‖ bound (r ≤ r_lin)', 'tracked': 'tracked', 'layers': 'masked layer product', 'global': 'global L_f', 'none': 'none'}
 AM_RADII = np.linspace(0.001, 3, 30)   # their AlexNet grid: eps_min, eps_max of networks/alexnet.py, n_bound of calculate_bounds.py
 
 
@@ -81,6 +83,7 @@ def parse(argv=None):
     p.add_argument('--seed', type=int, default=0, help='order of the photos (as scripts/certify_study.py)')
     p.add_argument('--am-radii', type=int, nargs='*', default=[0, 1, 3, 7, 14, 29],
                    help='indices into their grid linspace(0.001, 3, 30) (default: 6 of the 30, ~12 s each on one CPU core)')
+    p.add_argument('--layer-radii', type=int, default=8, help="grid radii past r_lin where condbook's masked layer product is evaluated, besides their radii")
     p.add_argument('--grid', type=int, default=24, help='condbook\'s U(r) also at r_lin·2^(k/2), k < grid (how far tracking reaches)')
     p.add_argument('--am-grid-every', type=int, default=6, help='A&M also at the grid points with k a multiple of this (0: none)')
     p.add_argument('--max-exact', type=int, default=512, help='condbook: exact gradient norms per image and search')
@@ -194,7 +197,7 @@ def main(argv=None):
                 for f in anet.layers: X = f(X)
                 err = (X - anet(x)).norm().item()
             t = time.time()
-            row, curve = cert.certify_image(x.double(), radii=list(radii_am), grid=a.grid, lipschitz=L_f, patterns=0)
+            row, curve = cert.certify_image(x.double(), radii=list(radii_am), grid=a.grid, lipschitz=L_f, patterns=0, layer_radii=a.layer_radii)
             t_ours = time.time() - t
             am_glob = float(np.prod(network_bound.global_bound(anet, x)))
             print(f"{name}: r_lin {row['r_lin']:.3g}, tracked to {row.get('tracked_radius', 0):.3g}, ‖J‖ ∈ [{row['jacobian_lower']:.4g}, "
@@ -207,7 +210,7 @@ def main(argv=None):
                 b, s = am_bound(network_bound, anet, x, r) if on_am or (a.am_grid_every and k % a.am_grid_every == 0) else (math.nan, 0.)
                 t_am += s
                 inside = r <= row['r_lin']
-                kind = '‖J‖ bound (r ≤ r_lin)' if inside else ('tracked' if c['tracked'] else 'global L_f')
+                kind = KINDS[c['bound']]
                 rows.append(dict(file=name, label=images.labels[i], point=f'A&M eps={r:.4g}' if on_am else f'r_lin·2^({k}/2)', radius=r,
                                  am_bound=b, ours_U=c['U'], ours_kind=kind, ours_tracked_U=c['U'] if (inside or c['tracked']) else math.inf,
                                  attack=c['attack'], am_over_attack=b / c['attack'], ours_over_attack=c['U'] / c['attack'],

@@ -50,6 +50,8 @@ def parse(argv=None):
     p.add_argument('--groups', type=int, default=4, help='Lanczos items shared by the prefix bounds')
     p.add_argument('--chunk', type=int, default=32, help='inputs per batched Jacobian product (memory)')
     p.add_argument('--patterns', type=int, default=16, help='random points on the sphere of radius r_lin searched for a pattern change')
+    p.add_argument('--layer-radii', type=int, default=8, help='grid radii past r_lin where the masked layer product is evaluated, besides --radii (0: only those)')
+    p.add_argument('--layer-steps', type=int, default=64, help='Lanczos steps of each masked layer norm')
     return p.parse_args(argv)
 
 
@@ -101,7 +103,7 @@ def main(argv=None):
     exp = a.experiment or next((d for d in (Path('report/experiments')/f'{tag}-{Path(a.data).name}', Path('report/experiments')/tag) if d.is_dir()), None)
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if a.device == 'auto' else a.device
     settings = dict(model=a.model, weights=a.weights, size=a.size, seed=a.seed, grid=a.grid, radii=a.radii, max_exact=a.max_exact,
-                    steps=a.steps, groups=a.groups, patterns=a.patterns, failure=1e-6)
+                    steps=a.steps, groups=a.groups, patterns=a.patterns, failure=1e-6, layer_radii=a.layer_radii, layer_steps=a.layer_steps)
     cfg = out/'config.json'
     if cfg.exists() and {k: v for k, v in json.loads(cfg.read_text()).items() if k in settings} != settings:
         sys.exit(f'{cfg} holds other settings: use another --out, or the same settings to resume')
@@ -117,7 +119,7 @@ def main(argv=None):
     with full_precision():
         info = precision_info(torch.float64, device)
         cfg.write_text(json.dumps(dict(**settings, data=str(a.data), experiment=str(exp), precision=info, torch=torch.__version__), indent=1, default=str))
-        cert = Certifier(net, (3, a.size, a.size), steps=a.steps, groups=a.groups, chunk=a.chunk, max_exact=a.max_exact)
+        cert = Certifier(net, (3, a.size, a.size), steps=a.steps, groups=a.groups, chunk=a.chunk, max_exact=a.max_exact, layer_steps=a.layer_steps)
         lip = next((v['lipschitz'] for v in known.values() if 'lipschitz' in v), None)   # L_f: one number for every photo
         if lip is None:
             from condbook.estimator import Estimator
@@ -134,7 +136,7 @@ def main(argv=None):
             L = v.get('lipschitz', lip)
             flip = v.get('flip_radius')
             row, curve = cert.certify_image(x[None].to(device), radii=a.radii, grid=a.grid, lipschitz=L, patterns=a.patterns,
-                                            max_radius=4 * flip if flip else math.inf)
+                                            max_radius=4 * flip if flip else math.inf, layer_radii=a.layer_radii)
             if 'global_radius' not in v:
                 with torch.no_grad(): v['global_radius'] = float(cert.gm(x[None].to(device).double()).flatten().topk(2).values.diff().abs()) / (math.sqrt(2) * L)
             append(out/'results.jsonl', dict(file=images.paths[i].name, label=images.labels[i], lipschitz=L, global_radius=v['global_radius'],

@@ -34,6 +34,19 @@ def tiny(seed, side=6):
     return Tiny(side=side).eval(), torch.rand(1, 1, side, side)
 
 
+def sphere(shape, n=20000, seed=1)->torch.Tensor:
+    "`n` random unit directions of `shape` (float64)."
+    d = torch.randn(n, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return d / d.flatten(1).norm(dim=1).view(-1, *[1] * len(shape))
+
+
+@torch.no_grad()
+def brute_amplification(net, x, r, d)->float:
+    "max over the directions `d` of ‖f(x + r·d) − f(x)‖/r, in float64."
+    net64, x64 = net.double(), x.double()
+    return ((net64(x64 + r * d) - net64(x64)).norm(dim=1) / r).max().item()
+
+
 def exact_distances(net, x):
     "(exact ℓ2 distance to the nearest activation-pattern change, exact distance to the decision boundary of the affine piece), from dense Jacobians."
     x = x.double()
@@ -165,14 +178,8 @@ def test_u_above_brute_force():
     r_lin = per.r_lin[0]
     assert curve.tracked.all() and (curve.U >= curve.attack).all() and len(curve) == 15
     assert curve.U[0] == pytest.approx(per.jacobian_upper[0])                  # at r_lin: the certified ‖J‖
-    d = torch.randn(20000, *x.shape[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    d /= d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    net64, x64 = net.double(), x.double()
-    with torch.no_grad():
-        f0 = net64(x64)
-        for row in curve.itertuples():
-            brute = ((net64(x64 + row.radius * d) - f0).norm(dim=1) / row.radius).max().item()
-            assert row.U >= brute
+    d = sphere(x.shape[1:])
+    for row in curve.itertuples(): assert row.U >= brute_amplification(net, x, row.radius, d)
     assert curve.radius.max() >= 100 * r_lin * (1 - 1e-9)
     assert len(plot_curve(curve, per.r_lin).axes[1].lines) == 2                   # the ratio of the one image and the 10× line
 
@@ -226,3 +233,97 @@ def test_am_compare_row_norms():
             want = A.norm(dim=1) if d is None else (A * d).norm(dim=1)
             got = row_norms(None)(conv, torch.Size(shape), None, d=d)
             assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+class Branchy(nn.Module):
+    "conv → BN → ReLU → overlapping max pool → cat(conv → LeakyReLU, itself) → conv → ReLU6 + 1×1 conv → avg pool → linear: every join and fused layer the walk meets."
+    def __init__(self, c=3, classes=4):
+        super().__init__()
+        self.conv1, self.bn, self.act, self.leaky = nn.Conv2d(2, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.side, self.mix, self.short = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(2 * c, c, 3, padding=1), nn.Conv2d(2 * c, c, 1)
+        self.avg, self.fc = nn.AvgPool2d(2), nn.Linear(c * 4, classes)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-.2, .2); self.bn.running_var.uniform_(.5, 2); self.bn.weight.uniform_(.5, 1.5)
+            self.mix.weight.mul_(6); self.mix.bias.add_(2)                       # ReLU6 entries on all three pieces
+    def forward(self, x):
+        h = self.pool(self.act(self.bn(self.conv1(x))))
+        h = torch.cat([self.leaky(self.side(h)), h], 1)
+        h = F.relu6(self.mix(h)) + self.short(h)
+        return self.fc(self.avg(h).flatten(1))
+
+
+def branchy(seed):
+    torch.manual_seed(seed)
+    return Branchy().eval(), torch.rand(1, 2, 8, 8)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_layer_walk_bounds_every_node(seed):
+    "The masked layer walk: every node of the network moves by at most its bounds at 3 000 points of each ball (r_lin to 10⁵ r_lin), each masked norm lies above its dense matrix's, U_layers above brute force."
+    from condbook.certify import _targets_fn
+    from condbook.estimator import run_nodes
+    from condbook.norms import dense_matrix, linear_part
+    net, x = branchy(seed)
+    cert = Certifier(net, tuple(x.shape[1:]))
+    p = cert.point(x)
+    bounds, (_, j_up, _) = cert.norm_bounds(p)
+    r_lin = cert.region(p, bounds, j_up)['r_lin']
+    rs = [r_lin * k for k in (1, 30, 1e3, 1e5)]
+    walk = cert.layer_walk(p, rs)
+    run, g = _targets_fn(cert, list(walk.M)), torch.Generator().manual_seed(seed)
+    for i, r in enumerate(rs):
+        d = torch.randn(3000, *x.shape[1:], generator=g, dtype=torch.float64)
+        d = r * torch.rand(3000, 1, 1, 1, generator=g, dtype=torch.float64) ** .1 * d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        vals = run(p.x + d)
+        for n in walk.M:
+            dv = (vals[n] - p.values[n]).flatten(1)
+            assert (dv.abs() <= walk.m[n][i].flatten()).all() and (dv.norm(dim=1) <= walk.M[n][i]).all(), (n.name, r)
+        f = (vals[cert.output_node] - p.values[cert.output_node]).flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1)
+        assert f.max() <= walk.M[cert.output_node][i] / r
+    assert len(walk.factors) == 5                                                     # conv1+bn, side, mix, short, avg+fc
+    for op, (norm, Ds, Dz) in walk.factors.items():
+        head = op.layers[0]
+        A = dense_matrix(lambda t: run_nodes(cert.gm, head.nodes, head.source, t, p.values, linear=linear_part),
+                         tuple(p.values[head.source].shape[1:]), dtype=torch.float64)
+        exact = torch.stack([torch.linalg.matrix_norm(Dz[i].flatten()[:, None] * A * Ds[i].flatten(), 2) for i in range(len(rs))])
+        assert (norm >= exact).all() and (norm <= 1.1 * exact + 1e-12).all()
+    assert (walk.M[cert.output_node][1:] > 0).all()
+
+
+def test_row_norms_against_dense():
+    "row_norms: exact through conv → batch norm, an upper bound (Minkowski) through avg pool → linear."
+    from condbook.certify import row_norms
+    from condbook.estimator import Piece, record, run_nodes
+    from condbook.norms import dense_matrix, linear_part
+    net, x = branchy(3)
+    cert = Certifier(net, tuple(x.shape[1:]))
+    env = record(cert.gm, x.double().expand(2, -1, -1, -1))
+    g, seen = torch.Generator().manual_seed(0), []
+    for head in [o.layers[0] for o in cert.ops if isinstance(o, Piece) and o.layers[0].affine]:
+        shape = tuple(env[head.source].shape[1:])
+        A = dense_matrix(lambda t: run_nodes(cert.gm, head.nodes, head.source, t, env, linear=linear_part), shape, dtype=torch.float64)
+        D = (torch.rand(2, *shape, generator=g) < .5).double()
+        exact = (A[None] * D.flatten(1)[:, None, :]).norm(dim=2)
+        rho = row_norms(head, D, env, cert.gm).flatten(1)
+        assert (rho >= exact).all(), head.name
+        ops = [n.meta['call'].op.name for n in head.nodes if n.meta['call'].role != 'transparent']
+        seen.append(tuple(ops))
+        if ops[0] == 'convolution / linear' and len(ops) <= 2: assert torch.allclose(rho, exact, rtol=1e-8, atol=0), head.name
+        else: assert (rho > exact * 1.01).any()                                   # Minkowski after the second map that mixes
+    assert ('convolution / linear', 'batchnorm') in seen and ('average pooling', 'convolution / linear') in seen
+
+
+def test_curve_past_tracking_from_layers():
+    "With a tiny tracking budget and no global bound, U(r) past tracking comes from the masked layer product: finite, above the attack and brute force, and the certified radius stays below the exact flip distance."
+    net, x = tiny(7)
+    per, curve = certify(net, x, grid=20, patterns=0, max_exact=2)
+    per0, curve0 = certify(net, x, grid=20, patterns=0, max_exact=2, layer_radii=0)
+    past = curve[~curve.tracked]
+    assert len(past) and (past.bound == 'layers').all() and past.U.map(math.isfinite).all() and (past.U >= past.attack).all()
+    assert not curve0[~curve0.tracked].U.map(math.isfinite).any() and (curve0[~curve0.tracked].bound == 'none').all()
+    assert per.radius[0] >= per0.radius[0]
+    d = sphere(x.shape[1:])
+    for row in past.itertuples(): assert row.U >= brute_amplification(net, x, row.radius, d)
+    with torch.no_grad():                                                          # no flip inside the certified ball along random rays
+        assert (net.double()(x.double() + per.radius[0] * (1 - 1e-9) * d).argmax(1) == net.double()(x.double()).argmax()).all()
