@@ -18,7 +18,7 @@ from torch import fx, nn
 from torch.func import functional_call, vjp
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
-from .core import image_norms, jacobian_products, logit_margin, module_like, require_eval
+from .core import forward_jvp, image_norms, jacobian_products, logit_margin, module_like, require_eval
 from .plots import plots
 from .norms import _tridiagonal, adjoint, linear_part, seeded_start
 from .ops import Affine, Call, absolute_map
@@ -439,7 +439,7 @@ def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->l
     E = torch.zeros(len(units), math.prod(shape), **self.like)
     E[torch.arange(len(units), device=units.device), units] = 1.
     T0, E = torch.zeros(len(units), *shape, **self.like), E.view(len(units), *shape)
-    try: out = torch.func.jvp(fn, (T0,), (E,))[1]          # forward mode: one pass
+    try: out = forward_jvp(fn, (T0,), (E,))[1]          # forward mode: one pass
     except RuntimeError as e:
         if 'not implemented' not in str(e): raise
         with torch.enable_grad(): out = jacobian_products(fn, T0)[1](E)
