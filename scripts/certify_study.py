@@ -51,7 +51,7 @@ def parse(argv=None):
     p.add_argument('--chunk', type=int, default=32, help='inputs per batched Jacobian product (memory)')
     p.add_argument('--patterns', type=int, default=16, help='random points on the sphere of radius r_lin searched for a pattern change')
     p.add_argument('--layer-radii', type=int, default=8, help='grid radii past r_lin where the masked layer product is evaluated, besides --radii (0: only those)')
-    p.add_argument('--layer-steps', type=int, default=64, help='Lanczos steps of each masked layer norm')
+    p.add_argument('--layer-steps', type=int, default=128, help='Lanczos steps of each masked layer norm')
     return p.parse_args(argv)
 
 
