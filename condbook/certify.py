@@ -820,7 +820,7 @@ def certified_radius(model:nn.Module, # piecewise-linear classifier in eval mode
                      x:torch.Tensor, # batch [B, *input_shape]
                      **kwargs # `certify` settings
                     )->torch.Tensor:
-    "ℓ2 radius [B] within which the top-1 class of each image provably does not change (up to the stated failure probability)."
+    "ℓ2 radius [B] within which the top-1 class of each image provably does not change (except with probability 2·failure over the Lanczos starts)."
     return torch.tensor(certify(model, x, curve=False, patterns=0, **kwargs)[0].radius.values, dtype=torch.float64)
 
 def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
@@ -828,7 +828,7 @@ def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
                     radii, # absolute radii
                     **kwargs # `certify` settings
                    )->torch.Tensor:
-    "U(r) [B, len(radii)]: certified bounds on sup over ‖δ‖ ≤ r of ‖f(x+δ) − f(x)‖/‖δ‖ (inf beyond tracking's reach)."
+    "U(r) [B, len(radii)]: certified bounds on sup over ‖δ‖ ≤ r of ‖f(x+δ) − f(x)‖/‖δ‖ (the certified ‖J‖, tracking or the masked layer walk)."
     _, c = certify(model, x, radii=radii, grid=0, patterns=0, **kwargs)
     out = torch.full((len(x), len(radii)), math.inf, dtype=torch.float64)
     for row in c.itertuples(): out[row.image, list(radii).index(row.radius)] = row.U
