@@ -780,8 +780,9 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
                              self.layer_curve(p, bounds, tr, row['r_lin'], layer_radii, radii), torch.full_like(tr.radii, lipschitz)])
         U, which = terms.min(0)
         U = torch.where(inside, j_up, U)
-        safe = (row['margin'] - p.output_error) > math.sqrt(2) * U * tr.radii    # no logit difference moves by more than √2‖Δf‖
-        if safe.any(): row['radius'] = max(row['radius'], tr.radii[safe].max().item())
+        # U(r_e) bounds every ball inside B(x, r_e), and no logit difference moves by more than √2‖Δf‖: safe below r_e and m/(√2 U(r_e))
+        safe = torch.minimum(tr.radii, (row['margin'] - p.output_error) / (math.sqrt(2) * U) * (1 - 1e-12))
+        row['radius'] = max(row['radius'], safe.max().item())
         if curve:
             att = self.amplification(p, rs, j_vec).cummax(0).values     # a point of a smaller ball lies in the larger one
             kind = [('jacobian' if i else ('tracked', 'layers', 'global')[w] if math.isfinite(u) else 'none')
