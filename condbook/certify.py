@@ -625,13 +625,13 @@ class Walk:
 def _layer_walk(self, p:Point, # the image
                 radii, # absolute radii [R]
                 start:dict=None, # node -> (M [R], m [R, *shape]): bounds known from elsewhere (inf where unknown)
-                items:int=None # Lanczos runs the failure budget is split over (default: this walk's)
+                radii_in_budget:int=None # radii whose walks share the failure budget (default: these)
                )->Walk:
     "Bound every node's change over the balls of `radii` around `p` by layer norms restricted to the entries that can move and matter."
     rs = torch.as_tensor(radii, **self.like)
     R, gm, start = len(rs), self.gm, start or {}
     heads = [o for o in self.ops if isinstance(o, Piece) and o.layers[0].affine]
-    per_run = self.failure / (items or len(heads) * R)
+    per_run = self.failure / (len(heads) * (radii_in_budget or R))   # one Lanczos run per affine piece and radius
     env, v = record(gm, p.x.expand(R, *self.input_shape)), p.values
     cons, rules = {n: c for (n, _), c in zip(self.kinks, p.constraints)}, dict(self.kinks)
     shape = lambda n: tuple(v[n].shape[1:])
@@ -696,10 +696,10 @@ def _layer_walk(self, p:Point, # the image
             sigma, _ = lanczos(lambda t: Dz * A(Ds * t), lambda y: Ds * At(Dz * y), seeded_start((R, *shape(s)), **self.like), self.layer_steps)
             norm = sigma * krylov_factor(math.prod(shape(s)), self.layer_steps, per_run) * (1 + ROUNDING_SLACK)
             factors[op] = (norm, Ds, Dz)
-            Mk = gain * norm * Ms
-        else: Mk = gain * (D.amax(1) if D is not None else 1.) * Ms
-        if back and self.kink_input[back[0][0].sink] in start:
-            Mk = torch.minimum(Mk, gain * (D.amax(1) if D is not None else 1.) * start[self.kink_input[back[0][0].sink]][0])
+        through = gain * (D.amax(1) if D is not None else 1.)  # ‖Δ out‖ ≤ through·‖Δz‖
+        if head: Mk = gain * norm * Ms
+        else: Mk = through * Ms
+        if back and self.kink_input[back[0][0].sink] in start: Mk = torch.minimum(Mk, through * start[self.kink_input[back[0][0].sink]][0])
         keep(op.sink, torch.minimum(Mk, cur.flatten(1).norm(dim=1) * (1 + ROUNDING_SLACK)), cur)
     entry(self.output_node)
     return Walk(rs, M, m, factors)
@@ -736,10 +736,9 @@ def _layer_curve(self, p:Point, # the image
     idx = sorted(pick | {i for i, r in enumerate(tr.radii.tolist()) if r > above and r in extra})
     U = torch.full((len(tr.radii),), math.inf, dtype=torch.float64)
     if not idx: return U
-    items = len(idx) * sum(isinstance(o, Piece) and o.layers[0].affine for o in self.ops)
     for s in range(0, len(idx), self.chunk):
         rows = idx[s:s + self.chunk]
-        walk = self.layer_walk(p, tr.radii[rows].tolist(), self.tracked_start(tr, bounds, rows), items)
+        walk = self.layer_walk(p, tr.radii[rows].tolist(), self.tracked_start(tr, bounds, rows), len(idx))
         U[rows] = (walk.M[self.output_node] / walk.radii).cpu()
     return U.flip(0).cummin(0).values.flip(0)             # a bound for a larger ball holds for a smaller one
 
