@@ -20,8 +20,8 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
 from .core import forward_jvp, image_norms, jacobian_products, logit_margin, module_like, require_eval
 from .plots import plots
-from .norms import _tridiagonal, adjoint, linear_part, seeded_start
-from .ops import Affine, Call, absolute_map
+from .norms import _tridiagonal, adjoint, linear_part, project_out_, seeded_start
+from .ops import Call
 from .estimator import Join, Layer, Piece, UnsupportedOperationError, _transparent_path, build_layers, record, resolve, run_nodes, trace
 
 # %% ../nbs/01a_certify.ipynb #ad1812e1
@@ -128,21 +128,25 @@ def lanczos(matvec, # linear map, block-diagonal over the batch: [B, *in] -> [B,
     "(σ_k [B], top Ritz vector [B, *in]): plain Lanczos on AᵀA from `v0`, fully reorthogonalised, an item stopping at an invariant subspace."
     shape, q = v0.shape, v0.flatten(1)
     q = q / q.norm(dim=1, keepdim=True)
-    Q, alphas, betas = [], [], []
-    done = torch.zeros(len(q), dtype=torch.bool, device=q.device)
+    Q, alphas, betas = q.new_empty(len(q), steps, q.shape[1]), [], []   # the basis, allocated once
+    done, top = torch.zeros(len(q), dtype=torch.bool, device=q.device), torch.zeros_like(q[:, 0])
     for k in range(steps):
-        Q.append(q)
+        Q[:, k] = q
         w = rmatvec(matvec(q.view(shape))).flatten(1)
         alphas.append(torch.linalg.vecdot(q, w))
-        basis = torch.stack(Q, 1)
-        for _ in range(2): w = w - torch.bmm(torch.bmm(w[:, None], basis.transpose(1, 2)), basis)[:, 0]
-        beta = w.norm(dim=1)
-        theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
-        done = done | (beta <= 1e-12 * theta[:, -1].abs())
-        if k == steps - 1 or done.all(): break
+        w = w.addcmul(alphas[-1][:, None], q, value=-1)                 # the three-term recurrence
+        if k: w.addcmul_(betas[-1][:, None], Q[:, k - 1], value=-1)
+        before = w.norm(dim=1)
+        beta = project_out_(w, Q[:, :k + 1]).norm(dim=1)               # full reorthogonalisation
+        top = torch.maximum(top, alphas[-1])                           # αᵢ ≤ θ_max(Tₖ)
+        done = done | (beta <= 1e-12 * top)
+        again, stop = torch.stack([(beta < .7 * before).any(), done.all()]).tolist()   # one host transfer per step
+        if again: beta = project_out_(w, Q[:, :k + 1]).norm(dim=1)      # twice is enough (Daniel–Gragg–Kaufman–Stewart)
+        if k == steps - 1 or stop: break
         betas.append(torch.where(done, 0., beta))
         q = torch.where(done[:, None], 0., w / beta.clamp_min(1e-300)[:, None])
-    ritz = torch.bmm(S[:, None, :, -1], torch.stack(Q, 1))[:, 0]
+    theta, S = torch.linalg.eigh(_tridiagonal(alphas, betas))
+    ritz = torch.bmm(S[:, None, :, -1], Q[:, :k + 1])[:, 0]
     return theta[:, -1].clamp_min(0).sqrt(), ritz.view(shape)
 
 # %% ../nbs/01a_certify.ipynb #7aea94d6
@@ -539,12 +543,6 @@ Certifier.class_safe, Certifier.amplification = _class_safe, _amplification
 # %% ../nbs/01a_certify.ipynb #8429d87d
 DIAGONAL = ('batchnorm', 'normalize', 'negate')  # affine operations that scale each entry on its own
 
-def _absolute_map(call:Call, r:torch.Tensor)->torch.Tensor:
-    "|A| r at the one varying input of an affine call (r ≥ 0): `absolute_map` where its interval rule is the affine one, else half its interval's width around 0."
-    if type(call.op).interval is Affine.interval: return absolute_map(call, r)
-    lo, hi = call.op.interval(call, {call.inputs[0]: (-r, r)})
-    return (hi - lo) / 2 + 2. ** -50 * (lo.abs() + hi.abs())
-
 def _squared_map(call:Call, q:torch.Tensor):
     "(A∘A) q for a convolution or linear module with zero padding (squared weights, no bias), else None."
     m = call.module
@@ -563,11 +561,11 @@ def row_norms(layer:Layer, # an affine layer of the traced graph
         if call.role == 'transparent':
             if rho is None: q = run_nodes(gm, [n], call.inputs[0], q, env)
             else: rho = run_nodes(gm, [n], call.inputs[0], rho, env)
-        elif rho is None and call.op.name in DIAGONAL: q = _absolute_map(call, _absolute_map(call, q))
+        elif rho is None and call.op.name in DIAGONAL: q = call.op.absolute(call, call.op.absolute(call, q))
         elif rho is None and not mixed and (s := _squared_map(call, q)) is not None: q, mixed = s, True
         else:
             if rho is None: rho = q.clamp_min(0).sqrt()
-            rho, mixed = _absolute_map(call, rho), True
+            rho, mixed = call.op.absolute(call, rho), True
     return (q.clamp_min(0).sqrt() if rho is None else rho) * (1 + ROUNDING_SLACK)
 
 
@@ -609,6 +607,11 @@ def _join_change(call:Call, m:dict)->torch.Tensor:
     lo, hi = call.op.interval(call, {a: (-m[a], m[a]) for a in call.inputs})
     return torch.maximum(hi, -lo)
 
+def _first_equal_rows(*masks:torch.Tensor)->torch.Tensor:
+    "For each row i of `masks` (each [R, ...]): the first row j ≤ i equal to row i in every mask [R]."
+    flat = torch.cat([t.flatten(1) for t in masks], 1)
+    return torch.stack([(flat == row).all(1) for row in flat]).int().argmax(1)
+
 def _keeps_layout(nodes)->bool: return all(getattr(n.meta['call'].op, 'keeps_layout', False) for n in nodes)
 
 
@@ -632,7 +635,8 @@ def _layer_walk(self, p:Point, # the image
     R, gm, start = len(rs), self.gm, start or {}
     heads = [o for o in self.ops if isinstance(o, Piece) and o.layers[0].affine]
     per_run = self.failure / (len(heads) * (radii_in_budget or R))   # one Lanczos run per affine piece and radius
-    env, v = record(gm, p.x.expand(R, *self.input_shape)), p.values
+    envs, v = {R: record(gm, p.x.expand(R, *self.input_shape))}, p.values
+    env = envs[R]
     cons, rules = {n: c for (n, _), c in zip(self.kinks, p.constraints)}, dict(self.kinks)
     shape = lambda n: tuple(v[n].shape[1:])
     col = lambda t, n: t.view(R, *[1] * len(shape(n)))
@@ -667,7 +671,7 @@ def _layer_walk(self, p:Point, # the image
             cur = ms
             for n in head.nodes:
                 call = n.meta['call']
-                cur = run_nodes(gm, [n], call.inputs[0], cur, env) if call.role == 'transparent' else _absolute_map(call, cur)
+                cur = run_nodes(gm, [n], call.inputs[0], cur, env) if call.role == 'transparent' else call.op.absolute(call, cur)
             cur = torch.minimum(cur, row_norms(head, Ds, env, gm) * col(Ms, head.sink))
         else: cur = ms
         back = []
@@ -691,9 +695,15 @@ def _layer_walk(self, p:Point, # the image
             if not _keeps_layout(l.nodes[:-1]): gain, D = gain * D.amax(1), None
         if head:
             Dz = torch.ones(R, *shape(head.sink), **self.like) if D is None else D.view(R, *shape(head.sink))
-            A = lambda t: run_nodes(gm, head.nodes, s, t, env, linear=lambda mod: linear.setdefault(mod, linear_part(mod)))
-            At = adjoint(A, (R, *shape(s)), **self.like)
-            sigma, _ = lanczos(lambda t: Dz * A(Ds * t), lambda y: Ds * At(Dz * y), seeded_start((R, *shape(s)), **self.like), self.layer_steps)
+            first = _first_equal_rows(Ds, Dz)                  # radii whose masks are equal share one run
+            rep = first.unique()
+            k = len(rep)
+            if k not in envs: envs[k] = record(gm, p.x.expand(k, *self.input_shape))
+            A = lambda t: run_nodes(gm, head.nodes, s, t, envs[k], linear=lambda mod: linear.setdefault(mod, linear_part(mod)))
+            At = adjoint(A, (k, *shape(s)), **self.like)
+            Dsr, Dzr = Ds[rep], Dz[rep]
+            sigma, _ = lanczos(lambda t: Dzr * A(Dsr * t), lambda y: Dsr * At(Dzr * y), seeded_start((R, *shape(s)), **self.like)[rep], self.layer_steps)
+            sigma = sigma[torch.searchsorted(rep, first)]
             norm = sigma * krylov_factor(math.prod(shape(s)), self.layer_steps, per_run) * (1 + ROUNDING_SLACK)
             factors[op] = (norm, Ds, Dz)
         through = gain * (D.amax(1) if D is not None else 1.)  # ‖Δ out‖ ≤ through·‖Δz‖

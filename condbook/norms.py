@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['OFFSET_NAMES', 'SVResult', 'KRYLOV_DIM', 'Normalize', 'linear_part', 'adjoint', 'dense_matrix', 'seeded_start',
-           'top_singular_values', 'top_singular_value', 'power_iteration', 'counting_transfers', 'cache_dir',
-           'constant_key', 'cached', 'linear_map_norm', 'check_linear', 'operator_norm', 'dense_norm']
+           'project_out_', 'top_singular_values', 'top_singular_value', 'power_iteration', 'counting_transfers',
+           'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'check_linear', 'operator_norm', 'dense_norm']
 
 # %% ../nbs/00_norms.ipynb #57464c01
 import hashlib, json, math, os
@@ -81,6 +81,12 @@ def _checks_at(k:int)->bool:
     "Whether Lanczos solves its tridiagonal problem after step `k` (0-based): every 2 steps up to 8, then every 4."
     return (k + 1) % (2 if k < 8 else 4) == 0
 
+def project_out_(w:torch.Tensor, # vectors [B, n], changed in place
+                 basis:torch.Tensor # orthonormal rows [B, k, n]
+                )->torch.Tensor:
+    "w minus its projection on the span of `basis`, per batch item: one classical Gram–Schmidt pass, in place."
+    return w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)[:, 0]
+
 class _Run:
     "One restarted Lanczos problem of `top_singular_values`: its maps, its Krylov basis and the coefficients of this cycle."
     def __init__(self, matvec, rmatvec, v0, krylov_dim):
@@ -100,7 +106,7 @@ class _Run:
         w = w.addcmul(alpha[:, None], q, value=-1)  # in place from here on
         if k: w.addcmul_(self.betas[-1][:, None], Q[:, k - 1], value=-1)
         basis = Q[:, :k + 1]
-        w[:, None].baddbmm_(torch.bmm(w[:, None], basis.transpose(1, 2)), basis, alpha=-1)
+        project_out_(w, basis)
         self.w, self.beta = w, w.norm(dim=1)
 
     def advance(self):

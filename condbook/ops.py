@@ -123,6 +123,10 @@ class Op:
         return self.lipschitz(call) * errors[0]
     def interval(self, call:Call, iv:dict):
         "(lo, hi) bounds on every output entry when each varying input lies in its interval `iv[node]`, or None (no rule)."
+    def absolute(self, call:Call, r:torch.Tensor)->torch.Tensor:
+        "|A| r for r ≥ 0 at the varying input of an affine call (A its linear part): half the width of its interval around 0, inflated for rounding."
+        lo, hi = self.interval(call, {call.inputs[0]: (-r, r)})
+        return (hi - lo) / 2 + 2. ** -50 * (lo.abs() + hi.abs())
 
 # %% ../nbs/00c_ops.ipynb #9296344b
 MODULE_OPS, FUNCTION_OPS, METHOD_OPS, REGISTRY = {}, {}, {}, []
@@ -261,11 +265,13 @@ class Affine(Op):
         if call.module is None: return super().lipschitz(call)
         return operator_norm(call.module, call.in_shape)
     def interval(self, call, iv): return affine_interval(call, iv)
+    def absolute(self, call, r): return absolute_map(call, r)
 
 class Negate(Affine):
     "−x: norm 1, the interval flipped."
     def norm(self, call): return 1.
     def interval(self, call, iv): lo, hi = iv[call.inputs[0]]; return -hi, -lo
+    def absolute(self, call, r): return r
 
 class Offset(Affine):
     "An affine function whose constant operands are offsets (x + c, cat([c, x]), padding with a value, F.linear's bias)."

@@ -291,6 +291,27 @@ def test_layer_walk_bounds_every_node(seed):
     assert (walk.M[cert.output_node][1:] > 0).all()
 
 
+def test_walk_runs_each_distinct_mask_once(monkeypatch):
+    "Radii whose masks are equal share one Lanczos run: a repeated radius adds no batch item, and every row is what the walk gives without the repeat."
+    import condbook.certify as C
+    net, x = branchy(1)
+    cert = Certifier(net, tuple(x.shape[1:]))
+    p = cert.point(x)
+    bounds, (_, j_up, _) = cert.norm_bounds(p)
+    r_lin = cert.region(p, bounds, j_up)['r_lin']
+    sizes, lanczos = [], C.lanczos
+    monkeypatch.setattr(C, 'lanczos', lambda mv, rmv, v0, steps: sizes.append(len(v0)) or lanczos(mv, rmv, v0, steps))
+    rs = [r_lin * 30, r_lin * 1e3, r_lin * 1e5]
+    once = cert.layer_walk(p, rs, radii_in_budget=4)
+    n_once, sizes[:] = list(sizes), []
+    twice = cert.layer_walk(p, rs[:2] + rs[1:], radii_in_budget=4)
+    assert sizes == n_once and max(sizes) == 3 and min(sizes) < 3       # the repeat costs nothing; saturated masks merge too
+    for n in once.M:
+        assert torch.equal(twice.M[n][1], twice.M[n][2]) and torch.equal(twice.m[n][1], twice.m[n][2])
+        torch.testing.assert_close(twice.M[n][[0, 1, 3]], once.M[n], rtol=1e-9, atol=0)
+        torch.testing.assert_close(twice.m[n][[0, 1, 3]], once.m[n], rtol=1e-9, atol=0)
+
+
 def test_row_norms_against_dense():
     "row_norms: exact through conv → batch norm, an upper bound (Minkowski) through avg pool → linear."
     from condbook.certify import row_norms
