@@ -197,7 +197,7 @@ class Certifier:
                  steps=32, # Lanczos steps of every Jacobian-norm bound
                  failure=1e-6, # probability, over the random Lanczos starts, that the certificate of one image fails
                  groups=None, # Lanczos items the nonlinear nodes' prefix bounds share (None: one per node)
-                 chunk=8, # inputs per batched Jacobian product (memory)
+                 chunk=8, # inputs per batched Jacobian product, and radii per masked layer walk (memory)
                  max_exact=4096, # exact gradient norms per image and search before giving up
                  layer_steps=128): # Lanczos steps of each masked layer norm (`layer_walk`): KW factor ≈ 1.005 per layer
         require_eval(model)
