@@ -6,8 +6,8 @@
 __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'SILU_LOWEST', 'GELU_LOWEST', 'GELU_TANH_LOWEST', 'SAFETY',
            'SILU_LIPSCHITZ', 'GELU_LIPSCHITZ', 'GELU_TANH_LIPSCHITZ', 'UnsupportedOperationError', 'target_name',
            'TupleItem', 'Call', 'Op', 'register', 'lookup', 'Zero', 'zero_constants', 'substitute', 'apply_call',
-           'monotone_interval', 'absolute_map', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Negate',
-           'Offset', 'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'Elementwise',
+           'monotone_interval', 'absolute_map', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Scale',
+           'Negate', 'Offset', 'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'Elementwise',
            'pool_window_counts', 'MaxPool', 'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'times0',
            'Arithmetic', 'Sum', 'Concat', 'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention',
            'ShapeOnly', 'lipschitz_constant']
@@ -85,6 +85,7 @@ class Op:
     "What condbook knows of one operation; subclasses give the rules of a kind of operation."
     role = None  # 'transparent', 'affine', 'nonlinear', 'join' or 'constant'
     elementwise = False  # acts entry by entry: its Jacobian is diagonal
+    diagonal = False  # affine with a diagonal linear part: scales each entry on its own
     piecewise_linear = False  # affine between kinks: `kink` gives each neuron's distance to the nearest one
     needs_box = False  # its constant holds only on the values that inputs in the box can reach
     keeps_layout = False  # transparent and keeps the shape and the order of the entries (identity, dropout)
@@ -267,7 +268,11 @@ class Affine(Op):
     def interval(self, call, iv): return affine_interval(call, iv)
     def absolute(self, call, r): return absolute_map(call, r)
 
-class Negate(Affine):
+class Scale(Affine):
+    "y = a ⊙ x + b (a per-channel normalisation): its linear part is diagonal."
+    diagonal = True
+
+class Negate(Scale):
     "−x: norm 1, the interval flipped."
     def norm(self, call): return 1.
     def interval(self, call, iv): lo, hi = iv[call.inputs[0]]; return -hi, -lo
@@ -335,7 +340,7 @@ class Weighted(Affine):
             out['bias'] = (torch.full((len(z),), P ** 0.5, dtype=z.dtype, device=z.device), 0.)
         return out
 
-class BatchNorm(Affine):
+class BatchNorm(Scale):
     "BatchNorm in eval mode: y_c = γ_c (z_c − μ_c)/σ_c + β_c, affine; refused in training mode."
     rounded = ('weight', 'bias')
     def check(self, call):
@@ -354,7 +359,7 @@ class BatchNorm(Affine):
 # %% ../nbs/00c_ops.ipynb #55fb7bc9
 register(Weighted('convolution / linear', (nn.Conv1d, nn.Conv2d, nn.Linear)))
 register(BatchNorm('batchnorm', (nn.BatchNorm1d, nn.BatchNorm2d)))
-register(Affine('normalize', (Normalize,)))
+register(Scale('normalize', (Normalize,)))
 register(Affine('average pooling', (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d),
                 (F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d)))
 register(Mean('mean', (), (torch.mean,), ('mean',)))
