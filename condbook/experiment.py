@@ -397,10 +397,10 @@ def per_image_table(df:pd.DataFrame)->pd.DataFrame:
     return t.sort_index()
 
 def reach(curve:list, ratio=10.)->float:
-    "The largest radius of a U(r) curve ([radius, U, attack, tracked] rows) up to which U/attack ≤ `ratio` at every radius (0 if none)."
+    "The largest radius of a U(r) curve ([radius, U, attack, ...] rows) up to which U/attack ≤ `ratio` at every radius (0 if none)."
     best = 0.
-    for r, u, a, tracked in sorted(curve):
-        if not (tracked and u <= ratio * a): break
+    for r, u, a, *_ in sorted(curve):   # U is certified wherever it comes from: ‖J‖, tracking, the masked layer walk or L_f
+        if not u <= ratio * a: break
         best = r
     return best
 
@@ -506,13 +506,17 @@ def plot_radii(per_image, # `per_image_table`
 
 # %% ../nbs/08_experiment.ipynb #7b2ff1b7
 def plot_certified(df, per_image, title):
-    "Certified local sensitivity (`condbook.certify`): U(r)/attack(r) against r/r_lin per image (left); the radii against the flip radius (right)."
+    "Certified local sensitivity (`condbook.certify`): U(r)/attack(r) against r/r_lin per image (left; lines while tracking holds, crosses past it); the radii against the flip radius (right)."
     plt, sns = plots()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    past = dict(label='past tracking (masked layer walk or L_f)')
     for r in df[df.measurement == 'certify'].itertuples():
-        c = pd.DataFrame(r.curve, columns=['radius', 'U', 'attack', 'tracked'])
-        c = c[c.tracked.astype(bool)]
-        if len(c) and r.r_lin > 0: axes[0].plot(c.radius / r.r_lin, c.U / c.attack, c='C0', alpha=.3, lw=1)
+        c = pd.DataFrame([row[:4] for row in r.curve], columns=['radius', 'U', 'attack', 'tracked']).sort_values('radius')
+        c = c[c.U < float('inf')]
+        if not (len(c) and r.r_lin > 0): continue
+        x, ratio, far = c.radius / r.r_lin, c.U / c.attack, ~c.tracked.astype(bool)
+        axes[0].plot(x[~far], ratio[~far], c='C0', alpha=.3, lw=1)
+        if far.any(): axes[0].scatter(x[far], ratio[far], c='C3', marker='x', s=14, alpha=.5, **past); past = {}
     axes[0].axhline(10, c='k', ls=':', lw=1, label='10×')
     axes[0].set(xscale='log', yscale='log', xlabel='r / r_lin', ylabel='certified U(r) / attack(r)', title='amplification over the ball')
     for col, lab in (('certified_radius', 'm/(√2 L_f)'), ('r_lin', 'r_lin'), ('local_certified_radius', 'certified (local)')):
