@@ -18,7 +18,7 @@ from torch import fx, nn
 from torch.func import functional_call, vjp
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from tqdm.auto import tqdm
-from .core import forward_jvp, image_norms, jacobian_products, logit_margin, module_like, require_eval
+from .core import forward_jvp, image_norms, jacobian_products, logit_margin, module_like, release_memory, require_eval
 from .plots import plots
 from .norms import _tridiagonal, adjoint, linear_part, project_out_, seeded_start
 from .ops import Call
@@ -815,6 +815,7 @@ def certify(model:nn.Module, # piecewise-linear classifier in eval mode
         mr = float(max_radius[b]) if torch.is_tensor(max_radius) else max_radius
         row, crows = cert.certify_image(x[b:b + 1], radii, grid, mr, lipschitz, curve, patterns, layer_radii)
         rows.append(dict(image=b, **row)); curves += [dict(image=b, **r) for r in crows]
+        release_memory()   # each image's float64 work arrays handed back before the next (`condbook.core.release_memory`)
     return pd.DataFrame(rows), pd.DataFrame(curves, columns=['image', 'radius', 'U', 'attack', 'tracked', 'units', 'bound'])
 
 def linear_region_radius(model:nn.Module, # piecewise-linear classifier in eval mode

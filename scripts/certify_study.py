@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's condbook, wherever the command runs
 from condbook.certify import Certifier
-from condbook.core import full_precision, precision_info, save_csv
+from condbook.core import full_precision, precision_info, release_memory, save_csv
 from condbook.data import image_folder
 from condbook.models import load_model, pixel_transform
 
@@ -77,6 +77,13 @@ def done_names(path)->set:
             try: names.add(json.loads(line)['file'])
             except (json.JSONDecodeError, KeyError): pass
     return names
+
+
+def memory(device)->str:
+    "The peak memory so far: the GPU's (allocated by torch) or the process's (resident)."
+    if str(device).startswith('cuda'): return f'peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GB on the GPU'
+    import resource
+    return f'peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB resident'
 
 
 def append(path, row):
@@ -142,8 +149,9 @@ def main(argv=None):
             append(out/'results.jsonl', dict(file=images.paths[i].name, label=images.labels[i], lipschitz=L, global_radius=v['global_radius'],
                                               flip_radius=flip, **{k: row.get(k) for k in KEEP}, curve=curve))
             times.append(time.time() - t)
+            release_memory()                                       # the photo's work arrays handed back before the next one
             print(f"{len(times):4d} {images.paths[i].name}: r_lin {row['r_lin']:.3g} radius {row['radius']:.3g} (global {v['global_radius']:.3g}, "
-                  f"flip {flip if flip is None else f'{flip:.3g}'}) ‖J‖ ≤ {row['jacobian_upper']:.4g}  {time.time() - t:.1f}s", flush=True)
+                  f"flip {flip if flip is None else f'{flip:.3g}'}) ‖J‖ ≤ {row['jacobian_upper']:.4g}  {time.time() - t:.1f}s, {memory(device)}", flush=True)
     res = tables(out)
     if res is not None:
         per, curve = res

@@ -216,7 +216,7 @@ def test_study_script_with_a_partial_experiment(tmp_path):
     got = [json.loads(l) for l in (out/'results.jsonl').read_text().splitlines()]
     assert [r['file'] for r in got][0] == names[1] and got[0]['flip_radius'] == 0.5 and len(got) == 2
     assert got[1]['flip_radius'] is None and all(r['lipschitz'] == lip and 0 < r['r_lin'] <= r['radius'] < 0.5 and math.isfinite(r['jacobian_upper']) for r in got)
-    assert (out/'per_image.csv').exists()
+    assert (out/'per_image.csv').exists() and res.stdout.count('GB resident') == 2   # each photo's line says the memory held at its peak
 
 
 def test_am_compare_row_norms():
