@@ -537,10 +537,10 @@ def certified_line(per_image:pd.DataFrame)->str:
 
 # %% ../nbs/08_experiment.ipynb #09b2dbd5
 def certify_study(folder)->tuple:
-    "(rows shaped like the `certify` measurement, per-image table) of a `scripts/certify_study.py` run, for `plot_certified` and `certified_line`."
+    "(rows shaped like the `certify` measurement, their curve rows with the bound that gives U as a fifth entry; per-image table) of a `scripts/certify_study.py` run, for `plot_certified` and `certified_line`."
     rows = [json.loads(l) for l in (Path(folder)/'results.jsonl').read_text().splitlines() if l.strip()]
     df = pd.DataFrame([dict(image=k, measurement='certify', r_lin=r['r_lin'], local_certified_radius=r['radius'],
-                            curve=[[c['radius'], c['U'], c['attack'], c['tracked']] for c in r['curve']]) for k, r in enumerate(rows)])
+                            curve=[[c['radius'], c['U'], c['attack'], c['tracked'], c.get('bound')] for c in r['curve']]) for k, r in enumerate(rows)])
     t = pd.DataFrame([dict(file=r['file'], r_lin=r['r_lin'], r_lin_layer=r['r_lin_layer'], local_certified_radius=r['radius'],
                            certified_radius=r['global_radius'], flip_radius=r['flip_radius'] if r['flip_radius'] is not None else float('nan'),
                            jacobian_upper=r['jacobian_upper'], jacobian_lower=r['jacobian_lower'], tracked_radius=r['tracked_radius'],
