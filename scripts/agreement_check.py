@@ -2,13 +2,18 @@
 """Predicted against measured agreement of EfficientNet-Lite0 as deployed, on the bit-width study's photos: the linearised
 Gaussian model (`predict_agreement(..., pairs=0)`) and the sampled statistical model (`pairs` antithetic pairs of draws).
 
-    OMP_NUM_THREADS=2 python scripts/agreement_check.py [--targets weights activations] [--pairs 4] [--widths 4 5 6 7 8]
-                                                        [--batch 100] [--out report/bitwidth/agreement-check]
+    OMP_NUM_THREADS=2 python scripts/agreement_check.py [--targets weights activations both] [--pairs 4] [--widths 4 5 6 7 8]
+                                                        [--format fixed|fp16|bf16|fp8_e4m3|fp8_e5m2] [--per-tensor]
+                                                        [--calibration max|percentile] [--batch 100]
+                                                        [--out report/bitwidth/agreement-check]
 
 The study's split (`study_split`, seed 0): its 200 calibration photos give the static ranges (max), its 600 evaluation
-photos are predicted and measured in batches of --batch. Weights: per output channel, BatchNorm folded; activations: static
-per-tensor ranges. Per batch, target and width the per-image rows (linearised and sampled probability of keeping the top-1
-class, and whether real quantization kept it) are written to rows/<target>-<pairs>/<start>.csv.gz, so that a stopped run
+photos are predicted and measured in batches of --batch. Weights: per output channel (--per-tensor: one scale per tensor),
+BatchNorm folded; activations: static per-tensor ranges (--calibration percentile: the 99.99th percentile of |t|). A
+floating-point --format rounds to that format instead (no widths; the rows' bits are its total bits), as the study's float
+table does. Per batch, target and width the per-image rows (linearised and sampled probability of keeping the top-1
+class, and whether real quantization kept it) are written to rows/[<variant>-]<target>-<pairs>/<start>.csv.gz (variant: the
+float format, per-tensor, percentile; none for the defaults), so that a stopped run
 goes on where it stopped; the summary (percent of the images, per target and width) is printed and written to
 agreement-<target>-<pairs>.csv. With --draws, each draw's outcome is kept too (columns draw_0, ...; the draws of
 `sampled_agreement`, seed i and its mirror), and the summary gains the agreement of the single draws (min, max, standard
@@ -20,13 +25,29 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from condbook.bitwidth import Fixed, Roundoff, Widths, calibrate
+from condbook.bitwidth import FLOAT_FORMATS, Fixed, Roundoff, Widths, calibrate
 from margin_check import study_photos  # the same network, photos and split
 
-def deployed_photos(data:str, n=None)->tuple:
-    "(estimator, photos, the first `n` evaluation indices, static max ranges from the 200 calibration photos): the study's split, deployed."
+def deployed_photos(data:str, n=None, method='max')->tuple:
+    "(estimator, photos, the first `n` evaluation indices, static ranges (`method`) from the 200 calibration photos): the study's split, deployed."
     est, x, cal, ev = study_photos(data)
-    return est, x, ev[:n], calibrate(est, x[cal])
+    return est, x, ev[:n], calibrate(est, x[cal], method)
+
+def check_format(name:str, target:str, b:int, per_channel=True):
+    "The format that rounds `target`: fixed point at `b` bits (weights per channel or per tensor), or the floating-point format `name`."
+    if name != 'fixed': return FLOAT_FORMATS[name]
+    return {'weights': Widths(Fixed(b, per_channel), None), 'activations': Widths(None, Fixed(b)), 'both': Widths(Fixed(b, per_channel), Fixed(b))}[target]
+
+def study_setting(name:str, target:str, per_tensor=False, calibration='max')->str:
+    "The name the bit-width study gives this setting (`STUDY_SETTINGS`, or the float format's name)."
+    if name != 'fixed': return name
+    if target == 'weights': return f"weights per-{'tensor' if per_tensor else 'channel'}"
+    return f"{target}, {calibration}{', weights per tensor' if per_tensor else ''}"
+
+def format_bits(name:str)->int:
+    "The total bits of the floating-point format `name` (sign, exponent, mantissa)."
+    f = FLOAT_FORMATS[name]
+    return 1 + f.exp_bits + f.man_bits
 
 def pending_batches(folder:Path, est, x:torch.Tensor, ev:torch.Tensor, batch:int, calibration):
     "(rows file, position of the batch in `ev`, photo indices, `Roundoff`) of each batch of the evaluation photos `ev` whose rows file folder/<start>.csv.gz is not written yet."
@@ -45,39 +66,52 @@ def draw_spread(grouped)->dict:
     per_draw = 100 * grouped[[c for c in grouped.obj if c.startswith('draw_')]].mean()
     return {'draw min': per_draw.min(axis=1).round(2), 'draw max': per_draw.max(axis=1).round(2), 'draw sd': per_draw.std(axis=1).round(2)}
 
+def summarise(folder:Path, setting:str, target:str)->pd.DataFrame:
+    "Per width, the agreement in % of the rows in `folder` (linearised, sampled, measured) and, where each draw was kept, of the single draws."
+    rows = pd.concat([pd.read_csv(f) for f in sorted(folder.glob('*.csv.gz'))])
+    summary = (100 * rows.groupby('bits')[[c for c in ('linearised', 'sampled', 'measured') if c in rows]].mean()).round(2)
+    summary.insert(0, 'photos', rows.groupby('bits').size())
+    summary.insert(0, 'target', target)
+    summary.insert(0, 'setting', setting)
+    summary['sampled - measured'] = (summary.sampled - summary.measured).round(2)
+    return summary.assign(**draw_spread(rows.groupby('bits'))) if 'draw_0' in rows else summary
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--targets', nargs='+', default=['weights', 'activations'], choices=['weights', 'activations', 'both'])
     p.add_argument('--pairs', type=int, default=4, help='antithetic pairs of draws per width')
     p.add_argument('--widths', type=int, nargs='+', default=[4, 5, 6, 7, 8])
     p.add_argument('--batch', type=int, default=100, help='evaluation photos per batch (and per rows file)')
+    p.add_argument('--format', default='fixed', choices=['fixed', *(k for k in FLOAT_FORMATS if k != 'fp32')], help='fixed point, or a floating-point format (no widths)')
+    p.add_argument('--per-tensor', action='store_true', help='fixed-point weights with one scale per tensor (default: per output channel)')
+    p.add_argument('--calibration', default='max', choices=['max', 'percentile'], help='static activation ranges from the calibration photos')
     p.add_argument('--n', type=int, default=None, help='only the first n evaluation photos')
     p.add_argument('--draws', action='store_true', help="keep each draw's outcome")
+    p.add_argument('--no-linearised', action='store_true', help="skip the linearised prediction (the study's rows hold it for the same photos; it costs more than the draws of a float format)")
     p.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'imagenet-sample'))
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'agreement-check'))
     a = p.parse_args(argv)
     t0, out = time.time(), Path(a.out)
-    est, x, ev, calibration = deployed_photos(a.data, a.n)
-    fmt = lambda t, b: {'weights': Widths(Fixed(b, True), None), 'activations': Widths(None, Fixed(b)), 'both': Widths(Fixed(b, True), Fixed(b))}[t]
+    if a.format != 'fixed' and a.per_tensor: p.error('--per-tensor is for fixed point')
+    est, x, ev, calibration = deployed_photos(a.data, a.n, a.calibration)
+    widths = [format_bits(a.format)] if a.format != 'fixed' else a.widths
+    variant = '-'.join(v for v, on in ((a.format, a.format != 'fixed'), ('per-tensor', a.per_tensor), ('percentile', a.calibration != 'max')) if on)
     for target in a.targets:
-        name = f"{target}-{a.pairs}{'-draws' if a.draws else ''}"
+        name = f"{variant + '-' if variant else ''}{target}-{a.pairs}{'-draws' if a.draws else ''}"
         folder = out/'rows'/name
         for path, start, idx, ro in pending_batches(folder, est, x, ev, a.batch, calibration):
             rows = []
-            for b in a.widths:
-                f = fmt(target, b)
+            for b in widths:
+                f = check_format(a.format, target, b, not a.per_tensor)
                 kept = ro.measure(f, target)[1]
-                cols = dict(image=idx.numpy(), target=target, bits=b, linearised=ro.agreement(f, target).cpu().numpy())
+                cols = dict(image=idx.numpy(), target=target, bits=b)
+                if not a.no_linearised: cols['linearised'] = ro.agreement(f, target).cpu().numpy()
                 if a.draws: cols |= draw_columns(ro, f, target, a.pairs)  # the draws of `sampled_agreement`, one by one
                 else: cols['sampled'] = ro.sampled_agreement(f, target, a.pairs).cpu().numpy()
                 rows.append(pd.DataFrame(dict(cols, measured=kept.double().cpu().numpy())))
             pd.concat(rows).to_csv(path, index=False)
             print(f'{target} photos {start}-{start + len(idx)}: {time.time() - t0:.0f} s', flush=True)
-        rows = pd.concat([pd.read_csv(f) for f in sorted(folder.glob('*.csv.gz'))])
-        summary = (100 * rows.groupby('bits')[[c for c in ('linearised', 'sampled', 'measured') if c in rows]].mean()).round(2)
-        summary.insert(0, 'photos', rows.groupby('bits').size())
-        summary['sampled - measured'] = (summary.sampled - summary.measured).round(2)
-        if a.draws: summary = summary.assign(**draw_spread(rows.groupby('bits')))
+        summary = summarise(folder, study_setting(a.format, target, a.per_tensor, a.calibration), target)
         summary.to_csv(out/f'agreement-{name}.csv')
         print(target, f'(pairs {a.pairs})', summary.to_string(), sep='\n', flush=True)
     print(f'{time.time() - t0:.0f} s')

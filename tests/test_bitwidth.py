@@ -190,3 +190,32 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="'max' or 'percentile'"): calibrate(Estimator(net, (3, 12, 12), cache=False), x, 'kl')
     with pytest.raises(ValueError, match='Widths'): Roundoff(Estimator(net, (3, 12, 12), cache=False), x).measure({'0': Fixed(4)}, 'both')
     with pytest.raises(ValueError, match='unknown allocation method'): allocate_bits(weight_sensitivities(Roundoff(Estimator(net, (3, 12, 12), cache=False), x)), 4, method='greedy')
+
+
+def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_path):
+    "scripts/agreement_check.py: each of its settings has the study's name and format, and its summary is the agreement of the rows and of each draw."
+    import pathlib, sys
+    import pandas as pd
+    from condbook.bitwidth import STUDY_FLOATS, STUDY_SETTINGS
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]/'scripts'))
+    try: from agreement_check import check_format, format_bits, study_setting, summarise
+    finally: sys.path.pop(0)
+    for setting, target, per_channel, calibration in STUDY_SETTINGS:
+        assert study_setting('fixed', target, not per_channel, calibration or 'max') == setting
+        w, a = check_format('fixed', target, 5, per_channel)
+        assert (w is None) == (target == 'activations') and (a is None) == (target == 'weights')
+        assert w is None or w == Fixed(5, per_channel)
+        assert a is None or a == Fixed(5)
+    for name in STUDY_FLOATS:
+        assert study_setting(name, 'both') == name and check_format(name, 'both', 0) is FLOAT_FORMATS[name]
+    assert (format_bits('fp8_e4m3'), format_bits('fp8_e5m2'), format_bits('bf16'), format_bits('fp16')) == (8, 8, 16, 16)
+    # two batches of rows (photos 0 and 1, then photo 2) at 4 and 5 bits, with two draws each
+    cols = ['image', 'bits', 'sampled', 'measured', 'draw_0', 'draw_1']
+    pd.DataFrame([(0, 4, .5, 1, 1, 0), (1, 4, 1, 1, 1, 1), (0, 5, 0, 0, 0, 0), (1, 5, .5, 0, 1, 0)], columns=cols).to_csv(tmp_path/'0000.csv.gz', index=False)
+    pd.DataFrame([(2, 4, 1, 1, 1, 1), (2, 5, 0, 0, 0, 1)], columns=cols).to_csv(tmp_path/'0002.csv.gz', index=False)
+    s = summarise(tmp_path, 'both, max', 'both')
+    assert list(s.photos) == [3, 3] and set(s.setting) == {'both, max'} and set(s.target) == {'both'}
+    assert list(s.sampled) == pytest.approx([100 * 2.5 / 3, 100 * .5 / 3], abs=0.01)
+    assert list(s.measured) == [100, 0] and list(s['sampled - measured']) == pytest.approx([100 * 2.5 / 3 - 100, 100 * .5 / 3], abs=0.02)
+    assert list(s['draw min']) == pytest.approx([100 * 2 / 3, 100 / 3], abs=0.01)  # draw 1 keeps 2 of 3 at 4 bits; each draw keeps 1 of 3 at 5
+    assert list(s['draw max']) == pytest.approx([100, 100 / 3], abs=0.01) and s['draw sd'].iloc[1] == 0
