@@ -63,6 +63,8 @@ class Float:
         _check_int('mantissa bits', self.man_bits, 0, 256)
         _check_int('exponent bits', self.exp_bits, 2, 11)  # float64's range holds every step of the emulation
     @property
+    def bits(self): return 1 + self.exp_bits + self.man_bits  # stored bits: sign, exponent, mantissa
+    @property
     def emin(self): return 2 - 2 ** (self.exp_bits - 1)
     @property
     def largest(self): return self.max_value or (2 - 2.0 ** -self.man_bits) * 2.0 ** (2 ** (self.exp_bits - 1) - 1)

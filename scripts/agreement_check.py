@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from condbook.bitwidth import FLOAT_FORMATS, Fixed, Roundoff, Widths, calibrate
+from condbook.bitwidth import FLOAT_FORMATS, STUDY_SETTINGS, Fixed, Roundoff, Widths, calibrate
 from margin_check import study_photos  # the same network, photos and split
 
 def deployed_photos(data:str, n=None, method='max')->tuple:
@@ -38,16 +38,10 @@ def check_format(name:str, target:str, b:int, per_channel=True):
     if name != 'fixed': return FLOAT_FORMATS[name]
     return {'weights': Widths(Fixed(b, per_channel), None), 'activations': Widths(None, Fixed(b)), 'both': Widths(Fixed(b, per_channel), Fixed(b))}[target]
 
-def study_setting(name:str, target:str, per_tensor=False, calibration='max')->str:
-    "The name the bit-width study gives this setting (`STUDY_SETTINGS`, or the float format's name)."
+def study_setting(name:str, target:str, per_tensor=False, calibration='max'):
+    "The name the bit-width study gives this setting (its `STUDY_SETTINGS` entry, or the float format's name); None if the study has no such setting."
     if name != 'fixed': return name
-    if target == 'weights': return f"weights per-{'tensor' if per_tensor else 'channel'}"
-    return f"{target}, {calibration}{', weights per tensor' if per_tensor else ''}"
-
-def format_bits(name:str)->int:
-    "The total bits of the floating-point format `name` (sign, exponent, mantissa)."
-    f = FLOAT_FORMATS[name]
-    return 1 + f.exp_bits + f.man_bits
+    return next((s for s, t, per_channel, c in STUDY_SETTINGS if t == target and per_channel != per_tensor and c in (None, calibration)), None)
 
 def pending_batches(folder:Path, est, x:torch.Tensor, ev:torch.Tensor, batch:int, calibration):
     "(rows file, position of the batch in `ev`, photo indices, `Roundoff`) of each batch of the evaluation photos `ev` whose rows file folder/<start>.csv.gz is not written yet."
@@ -93,8 +87,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     t0, out = time.time(), Path(a.out)
     if a.format != 'fixed' and a.per_tensor: p.error('--per-tensor is for fixed point')
+    settings = {t: study_setting(a.format, t, a.per_tensor, a.calibration) for t in a.targets}
+    if None in settings.values(): p.error(f'not a setting of the bit-width study: {[t for t, s in settings.items() if s is None]} with these options')
     est, x, ev, calibration = deployed_photos(a.data, a.n, a.calibration)
-    widths = [format_bits(a.format)] if a.format != 'fixed' else a.widths
+    widths = [FLOAT_FORMATS[a.format].bits] if a.format != 'fixed' else a.widths
     variant = '-'.join(v for v, on in ((a.format, a.format != 'fixed'), ('per-tensor', a.per_tensor), ('percentile', a.calibration != 'max')) if on)
     for target in a.targets:
         name = f"{variant + '-' if variant else ''}{target}-{a.pairs}{'-draws' if a.draws else ''}"
@@ -111,7 +107,7 @@ def main(argv=None):
                 rows.append(pd.DataFrame(dict(cols, measured=kept.double().cpu().numpy())))
             pd.concat(rows).to_csv(path, index=False)
             print(f'{target} photos {start}-{start + len(idx)}: {time.time() - t0:.0f} s', flush=True)
-        summary = summarise(folder, study_setting(a.format, target, a.per_tensor, a.calibration), target)
+        summary = summarise(folder, settings[target], target)
         summary.to_csv(out/f'agreement-{name}.csv')
         print(target, f'(pairs {a.pairs})', summary.to_string(), sep='\n', flush=True)
     print(f'{time.time() - t0:.0f} s')

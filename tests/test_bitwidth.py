@@ -198,7 +198,7 @@ def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_pa
     import pandas as pd
     from condbook.bitwidth import STUDY_FLOATS, STUDY_SETTINGS
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]/'scripts'))
-    try: from agreement_check import check_format, format_bits, study_setting, summarise
+    try: from agreement_check import check_format, study_setting, summarise
     finally: sys.path.pop(0)
     for setting, target, per_channel, calibration in STUDY_SETTINGS:
         assert study_setting('fixed', target, not per_channel, calibration or 'max') == setting
@@ -208,7 +208,8 @@ def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_pa
         assert a is None or a == Fixed(5)
     for name in STUDY_FLOATS:
         assert study_setting(name, 'both') == name and check_format(name, 'both', 0) is FLOAT_FORMATS[name]
-    assert (format_bits('fp8_e4m3'), format_bits('fp8_e5m2'), format_bits('bf16'), format_bits('fp16')) == (8, 8, 16, 16)
+    assert study_setting('fixed', 'both', per_tensor=True) is None  # the study has no such setting: the script refuses it
+    assert tuple(FLOAT_FORMATS[n].bits for n in ('fp8_e4m3', 'fp8_e5m2', 'bf16', 'fp16')) == (8, 8, 16, 16)  # a float run's rows: its bits
     # two batches of rows (photos 0 and 1, then photo 2) at 4 and 5 bits, with two draws each
     cols = ['image', 'bits', 'sampled', 'measured', 'draw_0', 'draw_1']
     pd.DataFrame([(0, 4, .5, 1, 1, 0), (1, 4, 1, 1, 1, 1), (0, 5, 0, 0, 0, 0), (1, 5, .5, 0, 1, 0)], columns=cols).to_csv(tmp_path/'0000.csv.gz', index=False)
