@@ -13,7 +13,9 @@ methods in --sampled, each of the 2·pairs draws of the sampled statistical mode
 their mirrors). A weight draw is one network for every photo, so the agreement of a single draw over the 600 photos is
 the agreement of one possible rounding: their spread says how far one real rounding can fall from the expectation.
 Rows go to rows/<start>.csv.gz per batch (a stopped run goes on where it stopped); the summary, per activation width,
-budget and method (agreement in %; the single draws' min, max and standard deviation), to allocation-check.csv.
+budget and method (agreement in %; the single draws' min, max and standard deviation, and the standard error of the sampled
+prediction), to allocation-check.csv. --seed s (s = the pairs already run) adds pairs of draws of the --sampled methods,
+seeds s, s + 1, ..., without measuring again: to rows-seed<s>/, merged with the rows in the summary.
 """
 import argparse, sys, time
 from pathlib import Path
@@ -21,7 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from condbook.bitwidth import Widths, make_formats
-from agreement_check import deployed_photos, draw_columns, draw_spread, pending_batches  # the same network, photos, split and rows
+from agreement_check import deployed_photos, draw_columns, draw_spread, merged_rows, pending_batches  # the same network, photos, split and rows
 
 def allocations(study:Path)->dict:
     "{(activation bits or None, method, budget): bits per module} of the study."
@@ -33,6 +35,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--pairs', type=int, default=2, help='antithetic pairs of draws per allocation')
     p.add_argument('--sampled', nargs='*', default=['statistical', 'hessian'], help='methods whose draws are run')
+    p.add_argument('--seed', type=int, default=0, help="the first pair's seed; above 0, more draws of the --sampled methods alone, added to the rows of seed 0")
     p.add_argument('--batch', type=int, default=100, help='evaluation photos per batch (and per rows file)')
     p.add_argument('--n', type=int, default=None, help='only the first n evaluation photos')
     p.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'imagenet-sample'))
@@ -41,20 +44,21 @@ def main(argv=None):
     a = p.parse_args(argv)
     t0, out, allocs = time.time(), Path(a.out), allocations(Path(a.study))
     est, x, ev, calibration = deployed_photos(a.data, a.n)
-    folder = out/'rows'
+    folder = out/('rows' if a.seed == 0 else f'rows-seed{a.seed}')
     for path, start, idx, ro in pending_batches(folder, est, x, ev, a.batch, calibration):
         rows = []
         for (act, method, budget), bits in allocs.items():
+            if a.seed and method not in a.sampled: continue
             fmt = make_formats('fixed', bits if act is None else Widths(bits, act), True)
             target = 'weights' if act is None else 'both'
-            cols = dict(image=idx.numpy(), activations=act or 0, method=method, budget=budget,
-                        measured=ro.measure(fmt, target)[1].double().cpu().numpy(), linearised=ro.agreement(fmt, target).cpu().numpy())
-            if method in a.sampled: cols |= draw_columns(ro, fmt, target, a.pairs)
+            cols = dict(image=idx.numpy(), activations=act or 0, method=method, budget=budget)
+            if a.seed == 0: cols |= dict(measured=ro.measure(fmt, target)[1].double().cpu().numpy(), linearised=ro.agreement(fmt, target).cpu().numpy())
+            if method in a.sampled: cols |= draw_columns(ro, fmt, target, a.pairs, a.seed)
             rows.append(pd.DataFrame(cols))
         pd.concat(rows).to_csv(path, index=False)
         print(f'photos {start}-{start + len(idx)}: {time.time() - t0:.0f} s', flush=True)
-    rows = pd.concat([pd.read_csv(f) for f in sorted(folder.glob('*.csv.gz'))])
     keys = ['activations', 'budget', 'method']
+    rows = merged_rows(out/'rows', sorted(out.glob('rows-seed*')), keys)
     g = rows.groupby(keys)
     summary = (100 * g[[c for c in ('measured', 'linearised', 'sampled') if c in rows]].mean()).round(2)
     summary.insert(0, 'photos', g.size())

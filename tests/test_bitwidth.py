@@ -220,3 +220,29 @@ def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_pa
     assert list(s.measured) == [100, 0] and list(s['sampled - measured']) == pytest.approx([100 * 2.5 / 3 - 100, 100 * .5 / 3], abs=0.02)
     assert list(s['draw min']) == pytest.approx([100 * 2 / 3, 100 / 3], abs=0.01)  # draw 1 keeps 2 of 3 at 4 bits; each draw keeps 1 of 3 at 5
     assert list(s['draw max']) == pytest.approx([100, 100 / 3], abs=0.01) and s['draw sd'].iloc[1] == 0
+
+def test_agreement_check_adds_later_seeds_draws_to_a_run(tmp_path):
+    "scripts/agreement_check.py --seed: the draws of later seeds join the rows of the first run, in the sampled prediction, the draws' spread and its standard error."
+    import pathlib, sys
+    import pandas as pd
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]/'scripts'))
+    try: from agreement_check import seed_folders, summarise
+    finally: sys.path.pop(0)
+    base, extra = tmp_path/'both-2-draws', tmp_path/'both-draws-seed2'
+    base.mkdir(); extra.mkdir(); (tmp_path/'weights-draws-seed2').mkdir()  # another target's draws: not this run's
+    # photos 0-3 at 4 and 5 bits; seeds 0 and 1 (draws 0-3) measured with the run, seed 2 (draws 4, 5) added at 4 bits alone
+    first = pd.DataFrame({'image': [0, 1, 2, 3] * 2, 'target': 'both', 'bits': [4] * 4 + [5] * 4, 'draw_0': [1, 1, 0, 0, 1, 1, 1, 1],
+                          'draw_1': [1, 0, 0, 0, 1, 1, 1, 0], 'draw_2': [1, 1, 1, 0, 0, 1, 1, 1], 'draw_3': [1, 1, 1, 1, 1, 1, 0, 0],
+                          'measured': [1, 0, 0, 0, 1, 1, 1, 1]})
+    first.assign(sampled=first.filter(like='draw_').mean(axis=1)).to_csv(base/'0000.csv.gz', index=False)
+    later = pd.DataFrame({'image': [3, 2, 1, 0], 'target': 'both', 'bits': 4, 'draw_4': [1, 1, 1, 1], 'draw_5': [0, 1, 1, 1]})
+    later.assign(sampled=0.).to_csv(extra/'0000.csv.gz', index=False)  # its own mean is not used
+    running = tmp_path/'both-draws-seed3'  # a run still going: 2 of the 4 photos so far, which count nowhere
+    running.mkdir(); pd.DataFrame({'image': [0, 1], 'target': 'both', 'bits': 4, 'sampled': 0., 'draw_6': 0, 'draw_7': 0}).to_csv(running/'0000.csv.gz', index=False)
+    assert seed_folders(base) == [extra, running] and seed_folders(extra) == []
+    s = summarise(base, 'both, max', 'both')
+    assert list(s.photos) == [4, 4] and list(s.measured) == [25, 100]
+    # 4 bits: the six draws keep 2, 1, 3, 4, 4 and 3 of 4 photos (pairs 37.5, 87.5, 87.5); 5 bits: seeds 0 and 1 alone, 4, 3, 3, 2 (pairs 87.5, 62.5)
+    assert list(s.sampled) == pytest.approx([100 * 17 / 24, 75], abs=0.01) and list(s['draw min']) == [25, 50] and list(s['draw max']) == [100, 100]
+    assert list(s['sampled se']) == pytest.approx([pd.Series([37.5, 87.5, 87.5]).std() / 3 ** .5, 12.5], abs=0.01)
+    assert s.draw_5.iloc[0] == 75 and pd.isna(s.draw_5.iloc[1]) and s.draw_6.isna().all()  # each draw's agreement, where it ran for every photo
