@@ -192,14 +192,20 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='unknown allocation method'): allocate_bits(weight_sensitivities(Roundoff(Estimator(net, (3, 12, 12), cache=False), x)), 4, method='greedy')
 
 
+def agreement_check():
+    "The module scripts/agreement_check.py (imported from the scripts folder, as the script imports its neighbours)."
+    import pathlib, sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]/'scripts'))
+    try: import agreement_check
+    finally: sys.path.pop(0)
+    return agreement_check
+
 def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_path):
     "scripts/agreement_check.py: each of its settings has the study's name and format, and its summary is the agreement of the rows and of each draw."
-    import pathlib, sys
     import pandas as pd
     from condbook.bitwidth import STUDY_FLOATS, STUDY_SETTINGS
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]/'scripts'))
-    try: from agreement_check import check_format, study_setting, summarise
-    finally: sys.path.pop(0)
+    m = agreement_check()
+    check_format, study_setting, summarise = m.check_format, m.study_setting, m.summarise
     for setting, target, per_channel, calibration in STUDY_SETTINGS:
         assert study_setting('fixed', target, not per_channel, calibration or 'max') == setting
         w, a = check_format('fixed', target, 5, per_channel)
@@ -223,11 +229,9 @@ def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_pa
 
 def test_agreement_check_adds_later_seeds_draws_to_a_run(tmp_path):
     "scripts/agreement_check.py --seed: the draws of later seeds join the rows of the first run, in the sampled prediction, the draws' spread and its standard error."
-    import pathlib, sys
     import pandas as pd
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]/'scripts'))
-    try: from agreement_check import seed_folders, summarise
-    finally: sys.path.pop(0)
+    m = agreement_check()
+    seed_folders, summarise = m.seed_folders, m.summarise
     base, extra = tmp_path/'both-2-draws', tmp_path/'both-draws-seed2'
     base.mkdir(); extra.mkdir(); (tmp_path/'weights-draws-seed2').mkdir()  # another target's draws: not this run's
     # photos 0-3 at 4 and 5 bits; seeds 0 and 1 (draws 0-3) measured with the run, seed 2 (draws 4, 5) added at 4 bits alone
