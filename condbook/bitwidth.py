@@ -12,9 +12,10 @@ __all__ = ['FLOAT_FORMATS', 'NATIVE_DTYPES', 'Widths', 'TensorStats', 'TARGETS',
            'sample_sensitivity', 'image_sensitivity', 'minimal_bits', 'width_grid', 'survival_probability',
            'rounding_step', 'dither', 'static_step', 'roundoff', 'predict_bits', 'measure_bits', 'predict_agreement',
            'measure_agreement', 'bitwidth_table', 'safe_width', 'minimal_bits_table', 'hessian_traces',
-           'rounding_perturbations', 'weight_sensitivities', 'allocate_bits', 'compare_allocation',
-           'plot_error_vs_bits', 'plot_agreement', 'plot_minimal_bits', 'plot_agreement_curves', 'plot_allocation',
-           'study_split', 'study_allocations', 'bitwidth_study', 'study_tables']
+           'rounding_perturbations', 'weight_sensitivities', 'allocate_bits', 'allocation_agreement',
+           'polish_allocation', 'compare_allocation', 'plot_error_vs_bits', 'plot_agreement', 'plot_minimal_bits',
+           'plot_agreement_curves', 'plot_allocation', 'study_split', 'study_allocations', 'bitwidth_study',
+           'study_tables']
 
 # %% ../nbs/04_bitwidth.ipynb #8292855c
 import contextlib, dataclasses, functools, json, math, numbers
@@ -1256,6 +1257,48 @@ def _greedy_flips(S:np.ndarray, base:np.ndarray, margin:np.ndarray, # [B, M] mar
         var = var + S[:, l] * (v[i + 1] - v[i])
     return _fill(idx, gain, n, widths, budget, step)
 
+def _exchanges(S:np.ndarray, base:np.ndarray, margin:np.ndarray, n:np.ndarray, widths:np.ndarray, factor:np.ndarray, budget:float, # as `_greedy_flips`
+               idx:np.ndarray, # the width indices [M] to start from
+               chunk=2 ** 22)->tuple: # candidates × images evaluated at once
+    "(width indices [M], exchanges made): a module one step wider, paid by the fewest steps of another (or by room left), the best first, while the expected top-1 changes fall."
+    S, base, m, v = (torch.as_tensor(a, dtype=torch.float64, device='cpu') for a in (S, base, margin, factor))  # host arrays: a host computation
+    idx, moves, M = np.array(idx), 0, len(n)
+    var = base + S @ v[idx]
+    flips = _expected_flips(m, var).item()
+    while True:
+        excess = (n * widths[idx]).sum() + n * (widths[np.minimum(idx + 1, len(widths) - 1)] - widths[idx]) - budget  # [M]: over budget if u widens
+        k = np.ceil(np.maximum(excess, 0)[:, None] / n[None]).astype(int)  # [up, down]: consecutive widths, k steps of d free k·n_d bits
+        ok = (idx < len(widths) - 1)[:, None] & (k <= idx[None]) & ((excess <= 0)[:, None] | ~np.eye(M, dtype=bool))
+        up_var = S * (v[np.minimum(idx + 1, len(widths) - 1)] - v[idx])[None]  # [B, M]
+        dn_var = lambda u: S[:, None, :] * (v[np.maximum(idx[None] - k[u], 0)] - v[idx][None])[None]  # [B, ups, M]
+        f = torch.cat([_expected_flips(m, var[:, None, None] + up_var[:, u, None] + dn_var(u))
+                       for u in np.array_split(np.arange(M), max(1, len(m) * M * M // chunk))])  # [up, down]
+        f[torch.as_tensor(~ok)] = math.inf
+        j = int(f.argmin())
+        if not f.view(-1)[j].item() < flips * (1 - 1e-12): return idx, moves
+        up, dn = divmod(j, M)
+        flips, moves = f.view(-1)[j].item(), moves + 1
+        var = var + up_var[:, up] + S[:, dn] * (v[max(idx[dn] - k[up, dn], 0)] - v[idx[dn]])
+        idx[up] += 1; idx[dn] -= k[up, dn]
+
+def _statistical(sens:pd.DataFrame)->dict:
+    "The `attrs` of statistical sensitivities (an error for any other method's)."
+    if sens.attrs.get('method') != 'statistical': raise ValueError(f"needs statistical sensitivities (weight_sensitivities(..., 'statistical')), not {sens.attrs.get('method')!r}")
+    return sens.attrs
+
+def _module_bits(sens:pd.DataFrame, bits:pd.Series)->np.ndarray:
+    "`bits` in the order of the modules of `sens` (an error where one has none)."
+    b = bits.reindex(sens.module)
+    if b.isna().any(): raise ValueError(f'the allocation gives no width to {", ".join(sens.module[b.isna().to_numpy()])}')
+    return b.to_numpy().astype(int)
+
+def _flips_problem(sens:pd.DataFrame, mean_bits:float, lo:int, hi:int)->tuple:
+    "The arguments (S, base, margin, n, widths, factor, budget) of `_greedy_flips` and `_exchanges` for statistical sensitivities."
+    at = _statistical(sens)
+    n, widths = sens.params.to_numpy(np.float64), np.arange(lo, hi + 1)
+    factor = np.array([_width_factor(Fixed(int(b), at['per_channel'])) for b in widths])
+    return at['per_image'], at['base'], at['margin'], n, widths, factor, mean_bits * n.sum()
+
 def allocate_bits(sens:pd.DataFrame, # `weight_sensitivities`, or a `Roundoff` at calibration images (its sensitivities for `method` are computed)
                   mean_bits:float, # average bits per parameter (the size of the uniform model)
                   lo=2, hi=32, # allowed widths
@@ -1284,11 +1327,36 @@ def allocate_bits(sens:pd.DataFrame, # `weight_sensitivities`, or a `Roundoff` a
         at = sens.attrs
         pert = np.asarray(at['perturbation'])[:, [at['widths'].index(b) for b in widths]]
         bits = widths[_separable(sens.sensitivity.to_numpy()[:, None] / n[:, None] * pert, n, widths, budget)]
-    else:
-        at, pc = sens.attrs, sens.attrs['per_channel']
-        factor = np.array([_width_factor(Fixed(int(b), pc)) for b in widths])
-        bits = widths[_greedy_flips(at['per_image'], at['base'], at['margin'], n, widths, factor, budget)]
-    return pd.Series(np.asarray(bits).astype(int), index=sens.module, name='bits')
+    else:  # greedy, then exchanges until none lowers the expected top-1 changes
+        problem = _flips_problem(sens, mean_bits, lo, hi)
+        idx, exchanges = _exchanges(*problem, _greedy_flips(*problem))
+        bits = widths[idx]
+    out = pd.Series(np.asarray(bits).astype(int), index=sens.module, name='bits')
+    if method == 'statistical': out.attrs['exchanges'] = exchanges  # how many the descent made after the greedy
+    return out
+
+def allocation_agreement(sens:pd.DataFrame, # statistical `weight_sensitivities` (at the images they were computed on)
+                         bits:pd.Series, # bits per module (`allocate_bits`)
+                        )->float:
+    "Predicted top-1 agreement of `bits` at the images of `sens`: the mean of Φ(m_x/σ_x) that the statistical allocation maximises (linearised; no forward pass)."
+    at = _statistical(sens)
+    v = torch.tensor([_width_factor(Fixed(int(b), at['per_channel'])) for b in _module_bits(sens, bits)], dtype=torch.float64)
+    S, base, m = (torch.as_tensor(at[k], dtype=torch.float64, device='cpu') for k in ('per_image', 'base', 'margin'))
+    return 1 - _expected_flips(m, base + S @ v).item() / len(m)
+
+def polish_allocation(sens:pd.DataFrame, # statistical `weight_sensitivities` (of the calibration images)
+                      bits:pd.Series, # an allocation to start from (any method's)
+                      mean_bits:float, lo=2, hi=32, # the budget and the allowed widths, as for `allocate_bits`
+                     )->pd.Series:
+    "`bits` improved by exchanging steps of width between modules while the statistical model's expected top-1 changes fall (`attrs['exchanges']`: how many)."
+    problem = _flips_problem(sens, mean_bits, lo, hi)
+    b = _module_bits(sens, bits)
+    if (b < lo).any() or (b > hi).any() or (problem[3] * b).sum() > problem[-1] * (1 + 1e-12):
+        raise ValueError(f'the allocation is not within widths {lo}-{hi} and {mean_bits:g} bits per weight')
+    idx, moves = _exchanges(*problem, b - lo)
+    out = pd.Series(problem[4][idx].astype(int), index=sens.module, name='bits')
+    out.attrs['exchanges'] = moves
+    return out
 
 def compare_allocation(ro:Roundoff, # the analysis at the evaluation images
                        allocations:dict, # {label: bits per module (`allocate_bits`)}

@@ -59,13 +59,20 @@ def draw_columns(ro:Roundoff, fmt, target:str, pairs:int, seed=0)->dict:
     return dict(sampled=each.mean(0).numpy(), **{f'draw_{2 * seed + j}': d.numpy() for j, d in enumerate(each)})
 
 def draw_spread(grouped)->dict:
-    """Per group of rows: the agreement of the single draws in % (each draw's over the photos), its min, max and standard deviation,
-    the standard error of the sampled prediction (their mean: the sd of the pairs' means over √pairs; NaN for one pair), and each draw's."""
+    """Per group of rows: the agreement of the single draws in % (each draw's over the photos), its min, max and standard deviation;
+    `photo sd`, the standard deviation a draw's agreement would have if each photo kept its class by its own chance, independently
+    (√(Σ p(1 − p))/photos, p(1 − p) estimated without bias from each photo's draws): what activation draws, fresh for every photo, have,
+    and the part of a weight draw's spread that is not shared between photos; the standard error of the sampled prediction (their
+    mean: the sd of the pairs' means over √pairs; NaN for one pair); and each draw's."""
     draws = sorted((c for c in grouped.obj if c.startswith('draw_')), key=lambda c: int(c[5:]))
     per_draw = 100 * grouped[draws].mean()
     pairs = per_draw.set_axis([int(c[5:]) // 2 for c in draws], axis=1).T.groupby(level=0).mean().T  # a pair: seed s and its mirror
+    def photo_sd(d):
+        k, p = d.count(axis=1), d.mean(axis=1)
+        return 100 * (p * (1 - p) * k / (k - 1)).sum() ** .5 / len(d) if (k > 1).all() else float('nan')
     return {'draw min': per_draw.min(axis=1).round(2), 'draw max': per_draw.max(axis=1).round(2), 'draw sd': per_draw.std(axis=1).round(2),
-            'sampled se': (pairs.std(axis=1) / pairs.count(axis=1) ** .5).round(2), **per_draw.round(2)}
+            'photo sd': grouped[draws].apply(photo_sd).round(2), 'sampled se': (pairs.std(axis=1) / pairs.count(axis=1) ** .5).round(2),
+            **per_draw.round(2)}
 
 def read_rows(folder:Path)->pd.DataFrame:
     "The rows of every batch in `folder` (None if it has none yet)."

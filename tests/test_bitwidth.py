@@ -226,6 +226,8 @@ def test_agreement_check_names_the_study_settings_and_summarises_its_rows(tmp_pa
     assert list(s.measured) == [100, 0] and list(s['sampled - measured']) == pytest.approx([100 * 2.5 / 3 - 100, 100 * .5 / 3], abs=0.02)
     assert list(s['draw min']) == pytest.approx([100 * 2 / 3, 100 / 3], abs=0.01)  # draw 1 keeps 2 of 3 at 4 bits; each draw keeps 1 of 3 at 5
     assert list(s['draw max']) == pytest.approx([100, 100 / 3], abs=0.01) and s['draw sd'].iloc[1] == 0
+    # per photo p(1 − p)·k/(k − 1): at 4 bits photo 0 splits its two draws (0.5), at 5 bits photos 1 and 2 do: the draws' sd of 0 is chance
+    assert list(s['photo sd']) == pytest.approx([100 * .5 ** .5 / 3, 100 * 1 / 3], abs=0.01)
 
 def test_agreement_check_adds_later_seeds_draws_to_a_run(tmp_path):
     "scripts/agreement_check.py --seed: the draws of later seeds join the rows of the first run, in the sampled prediction, the draws' spread and its standard error."
@@ -250,3 +252,5 @@ def test_agreement_check_adds_later_seeds_draws_to_a_run(tmp_path):
     assert list(s.sampled) == pytest.approx([100 * 17 / 24, 75], abs=0.01) and list(s['draw min']) == [25, 50] and list(s['draw max']) == [100, 100]
     assert list(s['sampled se']) == pytest.approx([pd.Series([37.5, 87.5, 87.5]).std() / 3 ** .5, 12.5], abs=0.01)
     assert s.draw_5.iloc[0] == 75 and pd.isna(s.draw_5.iloc[1]) and s.draw_6.isna().all()  # each draw's agreement, where it ran for every photo
+    # at 5 bits each photo has seeds 0 and 1 alone: p = .75, 1, .75, .5 from 4 draws each, p(1 − p)·4/3
+    assert s['photo sd'].iloc[1] == pytest.approx(100 * ((.1875 + .1875 + .25) * 4 / 3) ** .5 / 4, abs=0.01)
