@@ -1262,14 +1262,14 @@ def _exchanges(S:np.ndarray, base:np.ndarray, margin:np.ndarray, n:np.ndarray, w
                chunk=2 ** 22)->tuple: # candidates × images evaluated at once
     "(width indices [M], exchanges made): a module one step wider, paid by the fewest steps of another (or by room left), the best first, while the expected top-1 changes fall."
     S, base, m, v = (torch.as_tensor(a, dtype=torch.float64, device='cpu') for a in (S, base, margin, factor))  # host arrays: a host computation
-    idx, moves, M = np.array(idx), 0, len(n)
+    idx, moves, M, top = np.array(idx), 0, len(n), len(widths) - 1
     var = base + S @ v[idx]
     flips = _expected_flips(m, var).item()
-    while True:
-        excess = (n * widths[idx]).sum() + n * (widths[np.minimum(idx + 1, len(widths) - 1)] - widths[idx]) - budget  # [M]: over budget if u widens
-        k = np.ceil(np.maximum(excess, 0)[:, None] / n[None]).astype(int)  # [up, down]: consecutive widths, k steps of d free k·n_d bits
-        ok = (idx < len(widths) - 1)[:, None] & (k <= idx[None]) & ((excess <= 0)[:, None] | ~np.eye(M, dtype=bool))
-        up_var = S * (v[np.minimum(idx + 1, len(widths) - 1)] - v[idx])[None]  # [B, M]
+    while True:  # widths are consecutive: a step up costs n_u bits, k steps down free k·n_d
+        excess = (n * widths[idx]).sum() + n - budget  # [M]: over budget if u widens
+        k = np.ceil(np.maximum(excess, 0)[:, None] / n[None]).astype(int)  # [up, down]: the steps d gives up
+        ok = (idx < top)[:, None] & (k <= idx[None]) & ((excess <= 0)[:, None] | ~np.eye(M, dtype=bool))
+        up_var = S * (v[np.minimum(idx + 1, top)] - v[idx])[None]  # [B, M]
         dn_var = lambda u: S[:, None, :] * (v[np.maximum(idx[None] - k[u], 0)] - v[idx][None])[None]  # [B, ups, M]
         f = torch.cat([_expected_flips(m, var[:, None, None] + up_var[:, u, None] + dn_var(u))
                        for u in np.array_split(np.arange(M), max(1, len(m) * M * M // chunk))])  # [up, down]
@@ -1349,12 +1349,12 @@ def polish_allocation(sens:pd.DataFrame, # statistical `weight_sensitivities` (o
                       mean_bits:float, lo=2, hi=32, # the budget and the allowed widths, as for `allocate_bits`
                      )->pd.Series:
     "`bits` improved by exchanging steps of width between modules while the statistical model's expected top-1 changes fall (`attrs['exchanges']`: how many)."
-    problem = _flips_problem(sens, mean_bits, lo, hi)
+    problem = S, base, margin, n, widths, factor, budget = _flips_problem(sens, mean_bits, lo, hi)
     b = _module_bits(sens, bits)
-    if (b < lo).any() or (b > hi).any() or (problem[3] * b).sum() > problem[-1] * (1 + 1e-12):
+    if (b < lo).any() or (b > hi).any() or (n * b).sum() > budget * (1 + 1e-12):
         raise ValueError(f'the allocation is not within widths {lo}-{hi} and {mean_bits:g} bits per weight')
     idx, moves = _exchanges(*problem, b - lo)
-    out = pd.Series(problem[4][idx].astype(int), index=sens.module, name='bits')
+    out = pd.Series(widths[idx].astype(int), index=sens.module, name='bits')
     out.attrs['exchanges'] = moves
     return out
 
