@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['image_norms', 'logit_margin', 'check_eval_mode', 'require_eval', 'module_like', 'math_attention', 'forward_jvp',
            'jacobian_products', 'dense_local_condition', 'full_precision', 'precision_info', 'precision_line',
-           'atomic_write', 'save_csv', 'release_memory', 'UserError', 'InputError', 'MissingPath', 'Option', 'Int',
-           'Float', 'Choice', 'Many', 'check_options', 'checked']
+           'release_memory', 'UserError', 'InputError', 'MissingPath', 'OutputError', 'Option', 'Int', 'Float',
+           'Choice', 'Many', 'check_options', 'checked', 'printable', 'atomic_write', 'write_text', 'save_csv',
+           'save_figure', 'output_folder', 'sha256_file', 'FolderLock']
 
 # %% ../nbs/00a_core.ipynb #d3131ab2
-import contextlib, ctypes, ctypes.util, dataclasses, functools, gc, inspect, math, os, sys, warnings
+import codecs, contextlib, ctypes, ctypes.util, dataclasses, errno, functools, gc, hashlib, inspect, itertools, json, math, os, socket, sys, tempfile, warnings
 from pathlib import Path
 import torch
 from torch import nn
@@ -160,21 +161,6 @@ def precision_line(info:dict, # `precision_info`
     return (f"{info['dtype']} on {info['device']}, TF32 {onoff(info['tf32'])}, "
             f"reduced-precision reductions {onoff(info['reduced_precision_reductions'])}")
 
-# %% ../nbs/00a_core.ipynb #e8e6d40b
-def atomic_write(path, # the file to write
-                 write): # writes the content to the path it is given
-    "Call `write(tmp)` on a temporary file next to `path`, then rename it to `path` in one step."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try: write(tmp); tmp.replace(path)
-    finally: tmp.unlink(missing_ok=True)
-    return path
-
-def save_csv(df, # a pandas DataFrame
-             path): # the CSV file to write
-    "Write `df` to `path` as CSV (without the index), atomically."
-    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-
 # %% ../nbs/00a_core.ipynb #e466c5cb
 @functools.cache
 def _malloc_trim():
@@ -197,6 +183,9 @@ class InputError(UserError, ValueError):
 
 class MissingPath(UserError, FileNotFoundError):
     "A path that does not exist, or is not the kind of thing expected there."
+
+class OutputError(UserError, OSError):
+    "A file or folder condbook cannot write: permission, a read-only or full file system, a file where a folder should be."
 
 # %% ../nbs/00a_core.ipynb #9671cd1c
 class Option:
@@ -226,17 +215,19 @@ class Int(Option):
         return (self.lo is None or x >= self.lo) and (self.hi is None or x <= self.hi)
 
 class Float(Option):
-    "A finite number, above `gt` and below `lt` where given."
-    def __init__(self, gt=None, lt=None):
-        self.gt, self.lt = gt, lt
-        self.what = 'a number' + (f' in ({gt:g}, {lt:g})' if gt is not None and lt is not None else
-                                  f' > {gt:g}' if gt is not None else f' < {lt:g}' if lt is not None else '')
+    "A finite number, above `gt`, below `lt` and at most `le` where given."
+    def __init__(self, gt=None, lt=None, le=None):
+        self.gt, self.lt, self.le = gt, lt, le
+        hi = f'{lt:g})' if lt is not None else f'{le:g}]' if le is not None else None
+        self.what = 'a number' + (f' in ({gt:g}, {hi}' if gt is not None and hi else f' > {gt:g}' if gt is not None else
+                                  f' < {lt:g}' if lt is not None else f' ≤ {le:g}' if le is not None else '')
     def convert(self, v):
         "`v` as a float (None for a bool)."
         return None if isinstance(v, bool) else float(v)
     def ok(self, x):
-        "Finite, above `gt` and below `lt`."
-        return math.isfinite(x) and (self.gt is None or x > self.gt) and (self.lt is None or x < self.lt)
+        "Finite, above `gt`, below `lt` and at most `le`."
+        return (math.isfinite(x) and (self.gt is None or x > self.gt) and (self.lt is None or x < self.lt)
+                and (self.le is None or x <= self.le))
 
 class Choice(Option):
     "One of `values` (strings)."
@@ -272,3 +263,152 @@ def checked(fn):
         b.arguments.update(check_options(fn, b.arguments))
         return fn(*b.args, **b.kwargs)
     return _checked
+
+# %% ../nbs/00a_core.ipynb #e8e6d40b
+def _escape(e:UnicodeEncodeError):
+    "Codec error handler 'condbook-escape': a byte of a file name that is not UTF-8 (Python's surrogate escape) as \\xNN, any other unencodable character as \\uNNNN."
+    bad = e.object[e.start:e.end]
+    return ''.join(f'\\x{ord(c) - 0xdc00:02x}' if 0xdc80 <= ord(c) <= 0xdcff else f'\\u{ord(c):04x}' for c in bad), e.end
+
+codecs.register_error('condbook-escape', _escape)
+
+def printable(s)->str:
+    "`s` (text or a path) as valid UTF-8 text: each byte of a file name that is not UTF-8 written as \\xNN, the same in JSON, CSV, Markdown and messages."
+    s = os.fspath(s)
+    if isinstance(s, bytes): return s.decode('utf-8', 'backslashreplace')
+    try: s.encode('utf-8'); return s
+    except UnicodeEncodeError: return s.encode('utf-8', 'condbook-escape').decode('utf-8')
+
+# %% ../nbs/00a_core.ipynb #3b7c1e52
+_temporary = itertools.count()
+
+def atomic_write(path, # the file to write
+                 write): # writes the content to the path it is given
+    "Call `write(tmp)` on a temporary file next to `path`, sync it, then rename it to `path` in one step; a file-system error becomes an `OutputError` naming `path`."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name[:200]}.{os.getpid()}-{next(_temporary)}.tmp')
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        tmp.replace(path)
+    except OutputError: raise
+    except OSError as e: raise OutputError(f'cannot write {printable(path)}: {e.strerror or e}') from None
+    finally:
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass
+    return path
+
+def write_text(path, # the file to write
+               text:str): # its content; bytes of file names that are not UTF-8 are escaped (`printable`)
+    "Write `text` to `path` as UTF-8, atomically."
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding='utf-8', errors='condbook-escape'))
+
+def save_csv(df, # a pandas DataFrame
+             path): # the CSV file to write
+    "Write `df` to `path` as CSV (without the index, UTF-8, file names escaped by `printable`), atomically."
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, encoding='utf-8', errors='condbook-escape'))
+
+def save_figure(fig, # a matplotlib figure
+                path, # the image file to write (its suffix is the format)
+                **kw): # passed to `savefig`
+    "Save `fig` to `path`, atomically."
+    path = Path(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], **kw))
+
+# %% ../nbs/00a_core.ipynb #6f0d2a91
+def output_folder(out, # the folder a command writes into (made if needed)
+                  flag='--out', # how the user named it
+                 )->Path:
+    "`out` as a folder that can be made and written in, checked before any work (nothing is made): else a one-line `UserError` saying why."
+    if out is None or not str(out).strip(): raise InputError(f'{flag}: expected a folder, got {str(out)!r} (an empty path)')
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise MissingPath(f'{printable(out)} is a file, not a folder ({flag} takes a folder)')
+    place = out
+    while not place.is_dir():  # the nearest folder that exists: the others would be made in it
+        if place.exists() or place.is_symlink():
+            raise MissingPath(f'{flag} {printable(out)}: {printable(place)} is ' + ('a file, not a folder' if place.exists() else 'a broken link'))
+        place = place.parent
+    try: fd, probe = tempfile.mkstemp(prefix='.condbook-probe-', dir=place)
+    except OSError as e: raise OutputError(f'{flag} {printable(out)}: cannot write in {printable(place.resolve())} ({e.strerror or e})') from None
+    os.close(fd); os.unlink(probe)
+    return out
+
+def sha256_file(path)->str:
+    "The SHA-256 of the bytes of the file at `path`, in hex."
+    with open(path, 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
+
+# %% ../nbs/00a_core.ipynb #9c4e8b17
+def _started(pid:int):
+    "When process `pid` started (clock ticks since boot, from /proc), or None where that cannot be read."
+    try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError): return None
+
+def _alive(info:dict)->bool:
+    "Whether the process that wrote lock `info` still runs (another machine's: assumed so)."
+    if info.get('host') != socket.gethostname(): return True
+    try: os.kill(info['pid'], 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    except (OverflowError, TypeError, ValueError, KeyError): return False
+    now = _started(info['pid'])
+    return info.get('started') is None or now is None or now == info['started']  # the PID reused by another process: gone
+
+class FolderLock:
+    "An exclusive lock on a run folder: the file `.condbook-lock-NAME` in it holds this process's PID; a lock whose process is gone is stale and taken over."
+    def __init__(self, folder, # the folder to lock
+                 name='0-of-1', # this lock's name (a shard of a sharded run)
+                 command='', # what holds it, for the message another process gets
+                 share=()): # names of other locks that may be held at the same time (the other shards of the same run)
+        self.folder, self.name, self.share, self.command, self.held = Path(folder), name, set(share), command, False
+        self.path = self.folder/f'.condbook-lock-{name}'
+    def _holder(self, path):
+        "The live process holding lock file `path` (its dict), or None (no lock, or a stale one, removed)."
+        try: info = json.loads(path.read_text())
+        except FileNotFoundError: return None
+        except (OSError, ValueError): info = {}
+        if not isinstance(info, dict): info = {}
+        if _alive(info) if 'pid' in info else path.stat().st_mtime > _boot_time(): return info
+        path.unlink(missing_ok=True)  # stale: its process is gone (killed, or the machine restarted)
+        return None
+    def check(self):
+        "Raise `UserError` if another live process holds this lock or one that may not be held beside it."
+        if not self.folder.is_dir(): return
+        for path in sorted(self.folder.glob('.condbook-lock-*')):
+            name = path.name.removeprefix('.condbook-lock-')
+            if name in self.share or (self.held and name == self.name): continue
+            if (info := self._holder(path)) is not None: self._refuse(path, info)
+    def _refuse(self, path, info):
+        who = f"PID {info.get('pid', '?')}" + (f" on {info['host']}" if info.get('host') not in (None, socket.gethostname()) else '')
+        what = f", condbook {info['command']}" if info.get('command') else ''
+        raise UserError(f'{printable(self.folder)} is in use by another condbook process ({who}{what}): wait for it to finish, '
+                        f'or, if that process is gone, remove {printable(path)}')
+    def acquire(self):
+        "Take the lock (the folder must exist); `UserError` if another process holds it."
+        if self.held: return self
+        self.check()
+        text = json.dumps(dict(pid=os.getpid(), started=_started(os.getpid()), host=socket.gethostname(), command=self.command))
+        tmp = self.folder/f'.condbook-lock-{self.name}.{os.getpid()}.tmp'
+        try:
+            tmp.write_text(text)
+            for _ in range(2):
+                try: os.link(tmp, self.path); self.held = True; break
+                except FileExistsError:
+                    if (info := self._holder(self.path)) is not None: self._refuse(self.path, info)
+        except OSError as e: raise OutputError(f'cannot write {printable(self.path)}: {e.strerror or e}') from None
+        finally: tmp.unlink(missing_ok=True)
+        if not self.held: raise UserError(f'cannot lock {printable(self.folder)}: another process keeps taking {printable(self.path)}')
+        return self
+    def release(self):
+        "Give the lock back (remove its file) if this process holds it."
+        if self.held:
+            self.held = False
+            try:
+                if json.loads(self.path.read_text()).get('pid') == os.getpid(): self.path.unlink()
+            except (OSError, ValueError): pass
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.release(); return False
+
+def _boot_time()->float:
+    "When this machine started (seconds since the epoch; 0 where unknown): a lock file older than that is stale."
+    try: return next(float(l.split()[1]) for l in Path('/proc/stat').read_text().splitlines() if l.startswith('btime'))
+    except (OSError, StopIteration, ValueError): return 0.
