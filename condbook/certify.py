@@ -72,7 +72,7 @@ class Constraints:
     first: torch.Tensor   # [M] flat index into u of the entry with coefficient +1
     second: torch.Tensor  # [M] flat index of the entry with coefficient −1 (window pairs), −1 for none
     unit: torch.Tensor    # [M] flat index of the node's output entry the constraint belongs to
-    weight: torch.Tensor  # [M] ‖c‖ where both entries can move (√2 for a pair), 1 where one is constant
+    weight: torch.Tensor  # [M] ‖c‖ where both entries can move (√2 for a pair), 1 where one is constant, 0 where none can
     jump: float           # largest slope change past a kink
     margin: float = 0.    # the rounding allowance taken off each entry's distance (twice for a pair)
 
@@ -107,8 +107,8 @@ def window_constraints(pool:nn.MaxPool2d, # the pooling module
     unit = (torch.arange(C, device=v.device)[:, None] * top.shape[1] + torch.arange(top.shape[1], device=v.device))[:, None].expand_as(index)
     const = torch.zeros(C * H * W, dtype=torch.bool, device=v.device) if constant is None else constant.flatten()
     cf, cs = const[first], const[index]
-    keep = valid & (index != first) & ~(cf & cs)
-    weight = torch.where(cf | cs, 1., math.sqrt(2)).to(v.dtype)
+    keep = valid & (index != first)           # a pair of constant entries stays: only tracking's cascade moves it
+    weight = torch.where(cf & cs, 0., torch.where(cf | cs, 1., math.sqrt(2))).to(v.dtype)
     return Constraints((top[:, None] - vals)[keep], first[keep], index[keep], unit[keep], weight[keep], 1.)
 
 # %% ../nbs/01a_certify.ipynb #8a03dcd3
@@ -353,6 +353,11 @@ def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
             out[m] = _ratio(c.d[j], g)
         return out
     r_lin, sharp, n_lin = _lazy_min(screen, exact, batch=8 * self.chunk, budget=self.max_exact)
+    tied = (d == 0) & torch.isfinite(screen)                 # ties: pieces that meet at x
+    r_untied, n_untied = r_lin, 0
+    if r_lin == 0:                                           # the region's radius were the ties not there
+        untied = lambda sel: torch.where(tied[sel], math.inf, exact(sel))
+        r_untied, _, n_untied = _lazy_min(torch.where(tied, math.inf, screen), untied, 8 * self.chunk, self.max_exact)
     at = layer[screen.argmin()].item() if len(screen) else None
     c = p.logits.argmax().item()
     others = torch.tensor([j for j in range(len(p.logits)) if j != c], device=dev)
@@ -361,7 +366,8 @@ def _region(self, p:Point, bounds:dict, jac_upper:float, cache:dict=None)->dict:
     r_dec, sharp_dec, n_dec = _lazy_min(_ratio(m, math.sqrt(2) * jac_upper * torch.ones_like(m)), dec, 8 * self.chunk, self.max_exact)
     return dict(r_lin=r_lin, r_lin_layer=screen.min().item() if len(screen) else math.inf, r_lin_sharp=sharp,
                 closest_layer=self.kinks[at][0].name if at is not None else None, r_decision=r_dec, r_decision_sharp=sharp_dec,
-                radius_affine=min(r_lin, r_dec), margin=logit_margin(p.logits[None]).item(), n_exact=n_lin + n_dec)
+                radius_affine=min(r_lin, r_dec), margin=logit_margin(p.logits[None]).item(), n_exact=n_lin + n_dec + n_untied,
+                ties=int(tied.sum()), r_untied=r_untied)
 
 Certifier.region = _region
 
@@ -383,6 +389,7 @@ def _closest(self, p:Point, bounds:dict, k=8):
     for i, ((node, rule), c) in enumerate(zip(self.kinks, p.constraints)):
         s = _ratio(c.d, c.weight * bounds[self.kink_input[node]])
         top = s.argsort()[:4 * k]
+        top = top[torch.isfinite(s[top])]                 # a pair of constant entries is never the closest kink
         rows += [(v, i, j) for v, j in zip(s[top].tolist(), top.tolist())]
     rows = sorted(rows)[:4 * k]
     steps, dists = [], []
@@ -464,19 +471,20 @@ def _track(self, p:Point, bounds:dict, radii, cache:dict, budget=None)->Tracking
         casc = (torch.zeros(1, len(c.d), **self.like) if w is None else
                 (w[:, c.first] + torch.where(c.second >= 0, w[:, c.second.clamp_min(0)], 0.)).double() * (1 + 1e-5))
         reach = c.weight * bounds[u] * rs[:active, None] + casc[:active] >= c.d    # [active, M]: grows with the radius
-        known = torch.zeros(len(c.d), dtype=torch.bool, device=c.d.device)       # exact norms already in the cache (r_lin's search)
-        known[[j for (ii, j) in cache if ii == i]] = True
+        reach &= (c.weight > 0) | (casc[:active] > 0)                           # constant pairs move only by the cascade
+        known = c.weight == 0                                                    # gradient 0: nothing to compute
+        known[[j for (ii, j) in cache if ii == i]] = True                        # exact norms in the cache (r_lin's search)
         count = (reach & ~known).sum(1).cpu()
         while active and need[active - 1] + count[active - 1] > budget: active -= 1   # radii that would need too many norms
         if not active: break
         need[:active] += count[:active]
         cand = reach[active - 1].nonzero()[:, 0]
-        todo = [j for j in cand.tolist() if (i, j) not in cache]
+        todo = [j for j, k in zip(cand.tolist(), known[cand].tolist()) if not k]
         if todo:
             t = torch.tensor(todo, device=c.d.device)
             cache.update(zip(((i, j) for j in todo), self.functional_norms(p, u, c.first[t], c.second[t]).tolist()))
             n_exact += len(todo)
-        norms = torch.tensor([cache[(i, j)] for j in cand.tolist()], **self.like)
+        norms = torch.tensor([cache.get((i, j), 0.) for j in cand.tolist()], **self.like)   # 0: a constant pair
         casc_c = casc[:, cand].expand(active, -1) if len(casc) == 1 else casc[:active, cand]
         ex = (norms * rs[:active, None] + casc_c - c.d[cand]).clamp_min(0) * c.jump     # [active, candidates]
         hit = (ex > 0).any(0)
@@ -755,7 +763,7 @@ Certifier.tracked_start, Certifier.layer_curve = _tracked_start, _layer_curve
 
 # %% ../nbs/01a_certify.ipynb #120debf9
 def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
-                   radii=(), # absolute radii of the curve, besides the grid r_lin·2^(k/2)
+                   radii=(), # absolute radii of the curve, besides the grid r_lin·2^(k/2) (at a tie: from its radii)
                    grid=25, # grid points r_lin·2^(k/2), k < grid
                    max_radius=math.inf, # no radius beyond this (e.g. the attack's flip radius)
                    lipschitz=math.inf, # a global Lipschitz bound, used where it is below the local ones
@@ -772,12 +780,21 @@ def _certify_image(self, x:torch.Tensor, # one image [1, *input_shape]
     if patterns and 0 < row['r_lin'] < math.inf:
         found = self.pattern_search(p, bounds, row['r_lin'] * (1 - 1e-9), samples=patterns, k=4)
         row.update({k: found[k] for k in ('random_breaks', 'attack_breaks', 'past_kink_breaks')})
-    if row['r_lin'] > 0 and (grid or radii):
-        rs = sorted({r for r in [row['r_lin'] * 2 ** (k / 2) for k in range(grid)] + list(radii) if r <= max_radius})
+    m_ = row['margin'] - p.output_error
+    tied, classes = row['r_lin'] == 0 and m_ > 0, {}             # x where pieces meet: start from the ties' radii
+    if (row['r_lin'] > 0 or tied) and (grid or radii):
+        if tied:
+            scale = min(row['r_untied'], m_ / (math.sqrt(2) * j_up) if j_up > 0 else math.inf)
+            scale = scale if 0 < scale < math.inf else 1.
+            tie = self.tie_radii(p, bounds, j_up, cache, classes, scale)
+            base = min(tie) if tie else scale * 2. ** -8
+            start = [base * 2 ** ((k - 4) / 2) for k in range(grid)] + tie
+        else: start = [row['r_lin'] * 2 ** (k / 2) for k in range(grid)]
+        rs = sorted({r for r in start + list(radii) if r <= max_radius})
         tr = self.track(p, bounds, rs, cache)
         row.update(tracked_radius=tr.radii[tr.tracked].max().item() if tr.tracked.any() else 0., exact_norms=tr.exact_norms)
         if row['r_decision'] >= row['r_lin']:
-            safe = self.class_safe(p, j_up, tr, {})
+            safe = self.class_safe(p, j_up, tr, classes)
             on_grid = torch.tensor([r >= row['r_lin'] for r in rs])
             bad = (~safe & on_grid).nonzero()
             ok = tr.radii[on_grid & safe & (torch.arange(len(rs)) < (bad[0, 0] if len(bad) else len(rs)))]
@@ -842,6 +859,30 @@ def lipschitz_curve(model:nn.Module, # piecewise-linear classifier in eval mode
     out = torch.full((len(x), len(radii)), math.inf, dtype=torch.float64)
     for row in c.itertuples(): out[row.image, list(radii).index(row.radius)] = row.U
     return out
+
+# %% ../nbs/01a_certify.ipynb #c4d9e3f2
+@torch.no_grad()
+def _tie_radii(self, p:Point, bounds:dict, jac_upper:float, cache:dict, classes:dict, scale:float)->list:
+    "Candidate radii [r_tie, r_U] (times 1 − 1e-9) from tracking at `scale`·2⁻²⁰, where only ties leave their piece."
+    r0 = scale * 2. ** -20
+    tr = self.track(p, bounds, [r0], cache)
+    if not tr.tracked[0]: return []
+    c = p.logits.argmax().item()
+    others = torch.tensor([j for j in range(len(p.logits)) if j != c], device=p.logits.device)
+    M = tr.logit_columns[0] / r0                                   # [classes, units]: per unit radius
+    s = (M[c:c + 1] - M[others]).abs().sum(1)                      # Σ_o |M_co − M_jo| / r
+    m = (p.logits[c] - p.logits[others] - p.output_error).clamp_min(0)
+    def exact(sel):
+        g = self.functional_norms(p, self.output_node, torch.full_like(others[sel], c), others[sel])
+        classes.update(zip(others[sel].tolist(), g.tolist()))
+        return _ratio(m[sel], g + s[sel])
+    r_tie, _, _ = _lazy_min(_ratio(m, math.sqrt(2) * jac_upper + s), exact, 8 * self.chunk, self.max_exact)
+    slope_U = math.sqrt(2) * (jac_upper + tr.excess[0].item() / r0)
+    r_U = m.min().item() / slope_U if slope_U > 0 else math.inf
+    return [r * (1 - 1e-9) for r in (r_tie, r_U) if 0 < r < math.inf]
+
+Certifier.tie_radii = _tie_radii
+
 
 # %% ../nbs/01a_certify.ipynb #6451c500
 def plot_curve(curve:pd.DataFrame, # rows of `certify`: image, radius, U, attack, tracked (, bound)

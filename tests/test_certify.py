@@ -348,3 +348,67 @@ def test_curve_past_tracking_from_layers():
     for row in past.itertuples(): assert row.U >= brute_amplification(net, x, row.radius, d)
     with torch.no_grad():                                                          # no flip inside the certified ball along random rays
         assert (net.double()(x.double() + per.radius[0] * (1 - 1e-9) * d).argmax(1) == net.double()(x.double()).argmax()).all()
+
+
+def zero_window_net(seed):
+    "conv (bias −0.3) → ReLU → 2×2 max pool → linear (float64) on a dim image: many max-pool windows of exact zeros."
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    with torch.no_grad(): conv.bias.fill_(-.3)
+    return nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3)).double().eval(), \
+        .3 * torch.rand(1, 1, 6, 6, dtype=torch.float64)
+
+
+def ascent_amplification(net, x, r, n=1000, iters=30, seed=0)->float:
+    "max of ‖f(x+δ) − f(x)‖/r over the sphere ‖δ‖ = r: projected gradient ascent from `n` random starts."
+    d = torch.randn(n, *x.shape[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    unit = lambda t: t / t.flatten(1).norm(dim=1).clamp_min(1e-300).view(-1, *[1] * (x.dim() - 1))
+    d, f0 = r * unit(d), net(x).detach()
+    for _ in range(iters):
+        d.requires_grad_()
+        a = (net(x + d) - f0).norm(dim=1) / r
+        g, = torch.autograd.grad(a.sum(), d)
+        d = r * unit(d.detach() + .3 * r * unit(g))
+    with torch.no_grad(): return ((net(x + d) - f0).norm(dim=1) / r).max().item()
+
+
+def test_pairs_of_zeros_are_tracked():
+    "Past r_lin a zero of a window of zeros can turn on and win its window: U(r) stays above gradient ascent (it fell below, to 0, when such pairs were dropped)."
+    net, x = zero_window_net(8)
+    per, curve = certify(net, x, grid=12, patterns=0)
+    past = curve[(curve.radius > per.r_lin[0]) & curve.tracked]
+    assert len(past) >= 8
+    for row in past.itertuples(): assert row.U >= ascent_amplification(net, x, row.radius), row
+
+
+def tie_cnn(seed):
+    "conv → ReLU → overlapping max pool (3×3, stride 2) → conv → ReLU → linear (float64), and an image whose top-left block is 0: tied windows."
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+                        nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    x = torch.rand(1, 1, 9, 9, dtype=torch.float64)
+    x[..., :5, :5] = 0
+    return net.double().eval(), x
+
+
+@pytest.mark.parametrize('seed', [0, 4])
+def test_ties_give_a_positive_sound_radius(seed):
+    "Windows that tie at x make r_lin = 0; the certified radius is positive, U(r) lies above brute force, and no attack flips the class inside."
+    from condbook.attacks import flip_radius
+    net, x = tie_cnn(seed)
+    per, curve = certify(net, x, grid=12, patterns=0)
+    r = per.iloc[0]
+    assert r.r_lin == 0 and r.ties > 0 and r.margin > 0 and r.radius > 0
+    d = sphere(x.shape[1:], n=4000)
+    for row in curve.itertuples(): assert row.U >= max(row.attack, brute_amplification(net, x, row.radius, d))
+    assert r.radius <= flip_radius(net, x, 'l2_pgd', eps_max=2., steps=14, nb_iter=100).item()
+
+
+def test_ties_two_dimensional_exact():
+    "2-D inputs at x = 0 with four first-layer biases 0 (ReLUs at their kink): radius positive, below the exact flip distance (dense rays)."
+    for seed in range(4):
+        net, x = mlp(seed), torch.zeros(2, dtype=torch.float64)
+        with torch.no_grad(): net[0].bias[:4] = 0
+        r = certify(net, x[None], curve=False, patterns=0)[0].iloc[0]
+        flip = first_change_along_rays(lambda y: net(y).argmax(-1, keepdim=True), x, 20 * r.radius)
+        assert r.r_lin == 0 and r.ties == 4 and 0 < r.radius <= flip * (1 + 1e-6), (seed, r.radius, flip)
