@@ -1,7 +1,7 @@
 """Bad input, tried as a new user and a tester would (issue 19): every case ends in a clear one-line error that names the input
 and says what is expected, or in the correct result; never a traceback, a hang or a silently wrong number. The odd files are made
 here; runs use ResNet-18 at 8×8 with a small plan (its layer constants are computed once per session)."""
-import json, math, os, re, shutil, struct, warnings, zlib
+import errno, hashlib, json, math, os, re, shutil, struct, warnings, zlib
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch, torchvision
 from PIL import Image
@@ -66,8 +66,19 @@ OPTIONS = [
     (['report', '--limit', '0'], 2, "argument --limit: expected an integer ≥ 1, got '0'"),
     (['report', '--limit', 'all'], 2, "argument --limit: expected an integer ≥ 1, got 'all'"),
     (['report', '--limit', '2.5'], 2, "argument --limit: expected an integer ≥ 1, got '2.5'"),
-    (['report', '--size', '0'], 2, "argument --size: expected an integer ≥ 1, got '0'"),
-    (['report', '--size', '-5'], 2, "argument --size: expected an integer ≥ 1, got '-5'"),
+    (['report', '--size', '0'], 2, "argument --size: expected an integer in 1..1024, got '0'"),
+    (['report', '--size', '-5'], 2, "argument --size: expected an integer in 1..1024, got '-5'"),
+    (['report', '--size', '1025'], 2, "argument --size: expected an integer in 1..1024, got '1025'"),
+    (['experiment', '--size', '100000'], 2, "argument --size: expected an integer in 1..1024, got '100000'"),
+    (['report', '--data', ''], 1, "data: expected a folder, got '' (an empty path)"),
+    (['report', '--out', ''], 1, "--out: expected a folder, got '' (an empty path)"),
+    (['report', '--weights', ''], 1, "weights: expected a file, got '' (an empty path)"),
+    (['experiment', '--data', ''], 1, "data: expected a folder, got '' (an empty path); leave it out for the scikit-image photographs"),
+    (['experiment', '--out', ''], 1, "--out: expected a folder, got '' (an empty path)"),
+    (['experiment', '--random-eps', '1e30'], 2, "argument --random-eps: expected a number in (0, 1], got '1e30'"),
+    (['experiment', '--random-eps', '1.5'], 2, "argument --random-eps: expected a number in (0, 1], got '1.5'"),
+    (['experiment', '--parameter-eps', '1e30'], 2, "argument --parameter-eps: expected a number in (0, 1], got '1e30'"),
+    (['experiment', '--parameter-eps', 'nan'], 2, "argument --parameter-eps: expected a number in (0, 1], got 'nan'"),
     (['report', '--size', '16', '--model', 'alexnet'], 1, 'size 16: alexnet needs an input of at least 63×63 pixels'),
     (['report', '--size', '62', '--model', 'alexnet'], 1, 'alexnet needs an input of at least 63×63 pixels'),
     (['report', '--size', '31', '--model', 'vgg19'], 1, 'vgg19 needs an input of at least 32×32 pixels'),
@@ -87,16 +98,16 @@ OPTIONS = [
     (['experiment', '--cw-search-steps', '0'], 2, "argument --cw-search-steps: expected an integer ≥ 1, got '0'"),
     (['experiment', '--flip-steps', '-1'], 2, "argument --flip-steps: expected an integer ≥ 0, got '-1'"),
     (['experiment', '--parameter-draws', '-1'], 2, "argument --parameter-draws: expected an integer ≥ 0, got '-1'"),
-    (['experiment', '--random-eps', '0'], 2, "argument --random-eps: expected a number > 0, got '0'"),
-    (['experiment', '--random-eps=-1e-3'], 2, "argument --random-eps: expected a number > 0, got '-1e-3'"),
-    (['experiment', '--random-eps', '-0.001'], 2, "argument --random-eps: expected a number > 0, got '-0.001'"),
-    (['experiment', '--random-eps', 'inf'], 2, "argument --random-eps: expected a number > 0, got 'inf'"),
+    (['experiment', '--random-eps', '0'], 2, "argument --random-eps: expected a number in (0, 1], got '0'"),
+    (['experiment', '--random-eps=-1e-3'], 2, "argument --random-eps: expected a number in (0, 1], got '-1e-3'"),
+    (['experiment', '--random-eps', '-0.001'], 2, "argument --random-eps: expected a number in (0, 1], got '-0.001'"),
+    (['experiment', '--random-eps', 'inf'], 2, "argument --random-eps: expected a number in (0, 1], got 'inf'"),
     (['experiment', '--random-eps', '0.1', '0.1'], 1, 'random_eps: [0.1] given more than once'),
     (['experiment', '--random-eps'], 2, 'argument --random-eps: expected at least one argument'),
     (['experiment', '--kinds', 'salt'], 2, "argument --kinds: expected one of gaussian, uniform, sign, got 'salt'"),
     (['experiment', '--attacks', 'deepfool'], 2, "argument --attacks: expected one of fgsm, linf_pgd, l2_pgd, cw_l2, l2_output, got 'deepfool'"),
     (['experiment', '--flip-eps-max', '0'], 2, "argument --flip-eps-max: expected a number > 0, got '0'"),
-    (['experiment', '--parameter-eps', '-1'], 2, "argument --parameter-eps: expected a number > 0, got '-1'"),
+    (['experiment', '--parameter-eps', '-1'], 2, "argument --parameter-eps: expected a number in (0, 1], got '-1'"),
     (['experiment', '--seed', '-1'], 2, "argument --seed: expected an integer in 0..4294967295, got '-1'"),
     (['experiment', '--seed', str(2**40)], 2, f"argument --seed: expected an integer in 0..4294967295, got '{2**40}'"),
     (['experiment', '--rank', '-1'], 2, "argument --rank: expected an integer ≥ 0, got '-1'"),
@@ -106,7 +117,7 @@ OPTIONS = [
     (['experiment', '--model', 'alexnet', '--size', '16'], 1, 'size 16: alexnet needs an input of at least 63×63 pixels'),
     (['experiment', '--device', 'gpu'], 1, "device 'gpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (['bench', '--batch', '0'], 2, "argument --batch: expected an integer ≥ 1, got '0'"),
-    (['bench', '--size', '0'], 2, "argument --size: expected an integer ≥ 1, got '0'"),
+    (['bench', '--size', '0'], 2, "argument --size: expected an integer in 1..1024, got '0'"),
     (['bench', '--size', '31'], 1, 'vgg19 needs an input of at least 32×32 pixels'),
     (['bench', '--power-cap', '0'], 2, "argument --power-cap: expected an integer ≥ 1, got '0'"),
     (['bench', '--local-images', '0'], 2, "argument --local-images: expected an integer ≥ 1, got '0'"),
@@ -123,7 +134,7 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize('argv,code,says', OPTIONS, ids=[' '.join(a) or 'nothing' for a, _, _ in OPTIONS])
 def test_option(capsys, tmp_path, argv, code, says):
-    out = [] if not argv or argv[0] not in ('report', 'experiment') else ['--out', tmp_path/'out']
+    out = [] if not argv or argv[0] not in ('report', 'experiment') or '--out' in argv else ['--out', tmp_path/'out']
     line = one_line_error(capsys, *argv, *out, code=code)
     assert line.startswith(f"condbook{' ' + argv[0] if argv and argv[0] != 'compile' else ''}: error: ") and says in line, line
     assert not (tmp_path/'out').exists(), 'a refused command wrote its output folder'
@@ -164,17 +175,17 @@ PATHS = {
                                        'is not a results file of condbook experiment'),
     'summarize: rows keyed by index': (lambda d: ['summarize', d, _results(d, '{"image": 0, "measurement": "estimate", "eps": null, "path": "/x/a.png"}\n')][:2],
                                        'holds rows keyed by image index (condbook before rows were keyed by file): convert them once with condbook.experiment.migrate_results'),
-    'summarize: no config.json': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "estimate", "eps": null}\n'),
+    'summarize: no config.json': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "local_condition", "eps": null, "local_condition": 2.5}\n'),
                                              (d/'config.json').unlink()][:2], 'holds no config.json'),
-    'summarize: config.json not JSON': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "estimate", "eps": null}\n'),
+    'summarize: config.json not JSON': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "local_condition", "eps": null, "local_condition": 2.5}\n'),
                                                    (d/'config.json').write_text('{"model": ')][:2], "config.json is not valid JSON"),
-    'summarize: config.json a list': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "estimate", "eps": null}\n'),
+    'summarize: config.json a list': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "local_condition", "eps": null, "local_condition": 2.5}\n'),
                                                  (d/'config.json').write_text('[1, 2]')][:2], 'config.json holds a JSON list'),
-    'summarize: config.json with a bad setting': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "estimate", "eps": null}\n'),
+    'summarize: config.json with a bad setting': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "local_condition", "eps": null, "local_condition": 2.5}\n'),
                                                              _config(d, draws=0)][:2], 'config.json: draws: expected an integer ≥ 1, got 0'),
-    'summarize: files.json corrupt': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "estimate", "eps": null}\n'),
+    'summarize: files.json corrupt': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "local_condition", "eps": null, "local_condition": 2.5}\n'),
                                                  (d/'files.json').write_text('{"files": 3}')][:2], "files.json does not hold a list of [file, sha] pairs"),
-    'summarize: nothing complete yet': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "estimate", "eps": null}\n')][:2],
+    'summarize: nothing complete yet': (lambda d: ['summarize', d, _results(d, '{"file": "a.png", "sha": "1", "measurement": "local_condition", "eps": null, "local_condition": 2.5}\n')][:2],
                                         'has every measurement yet (1 in flight)'),
 }
 
@@ -201,6 +212,9 @@ def checkpoints(tmp_path_factory):
     torch.save(resnet | {'layer1.0.conv1.weight': resnet['layer1.0.conv1.weight'] * math.nan}, d/'nan.pt')
     torch.save(resnet, d/'good.pt'); (d/'truncated.pt').write_bytes((d/'good.pt').read_bytes()[:100_000])
     torch.save({'state_dict': {'module.' + k: v for k, v in resnet.items()}, 'epoch': 3}, d/'wrapped.pt')
+    torch.save(resnet | {'layer2.0.bn1.running_var': resnet['layer2.0.bn1.running_var'] - 2}, d/'negative_var.pt')
+    torch.save(resnet | {'layer1.0.conv1.weight': resnet['layer1.0.conv1.weight'] * 1e38}, d/'huge.pt')
+    torch.save(resnet | {k: resnet[k] * 1e14 for k in ('conv1.weight', 'layer1.0.conv1.weight', 'layer1.0.conv2.weight')}, d/'overflow.pt')
     return d
 
 
@@ -212,6 +226,9 @@ CHECKPOINTS = {
     'efficientnet.pt': 'is not a state dict of resnet18: ', 'squeezenet.pt': '; check --model',
     'ten_classes.pt': 'it classifies 10 classes (fc.weight has shape [10, 512]), resnet18 here the 1000 ImageNet classes',
     'nan.pt': 'holds NaN or infinite values in layer1.0.conv1.weight', 'truncated.pt': 'cannot be read',
+    'negative_var.pt': 'holds negative values in layer2.0.bn1.running_var (as low as -1',
+    'huge.pt': 'e+37 in layer1.0.conv1.weight, beyond 1.8e+15: the squared norms of its layer would leave the float32 range',
+    'overflow.pt': 'makes the output of layer layer1.0.conv2 on a grey image not finite (its largest value, ',
 }
 
 
@@ -488,7 +505,8 @@ def test_a_failed_start_writes_nothing(capsys, base, tmp_path, checkpoints):
     data, _ = base
     out = tmp_path/'run'
     for argv in (['--data', data.parent/'imsg'], ['--data', data, '--model', 'alexnet'], ['--data', data, '--device', 'cuda:7'],
-                 ['--data', data, '--weights', checkpoints/'ten_classes.pt']):
+                 ['--data', data, '--weights', checkpoints/'ten_classes.pt'], ['--data', data, '--weights', checkpoints/'negative_var.pt'],
+                 ['--data', data, '--weights', checkpoints/'huge.pt']):
         one_line_error(capsys, 'experiment', *TINY_CLI, *argv, '--out', out)
         assert not out.exists(), argv
 
@@ -562,3 +580,253 @@ def _refuses_exp_bits_0():
 
 def test_predict_bits_refuses_zero_exponent_bits():
     assert _refuses_exp_bits_0()
+
+
+# ---------------------------------------------------------------------------------------------------------------------------
+# Issue 36: runs that cannot lose or mix results.
+ODD = b'n01440764_\xe9t\xe9.JPEG'  # a file name that is not valid UTF-8
+ODD_SHOWN = 'n01440764_\\xe9t\\xe9.JPEG'  # how every output writes it
+TINY_REPORT = ['--model', 'resnet18', '--weights', 'untrained', '--size', '8', '--device', 'cpu', '--batch-size', '2']
+
+
+def odd_file(folder, name=ODD, content=None, seed=0):
+    "A file named by raw bytes in `folder`: a photo, or `content`."
+    path = Path(os.fsdecode(os.fsencode(folder) + b'/' + name))
+    if content is None: return photo(path, seed)
+    path.write_bytes(content); return path
+
+
+def files_of(folder):
+    "Every file under `folder` with its bytes: what must not change."
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(Path(folder).rglob('*')) if p.is_file()}
+
+
+@pytest.mark.parametrize('command', ['experiment', 'report'])
+def test_a_file_name_that_is_not_utf8(capsys, tmp_path, command):
+    "Measured and written out escaped as \\xNN in the rows, the CSV and the summary; an unreadable one is listed the same way; no temp file left."
+    data = tmp_path/'imgs'; data.mkdir()
+    odd_file(data); photo(data/'n01443537_goldfish.JPEG', 1); odd_file(data, b'n01484850_\xff.JPEG', b'junk')
+    argv = [command, *(TINY_CLI if command == 'experiment' else TINY_REPORT), '--data', data, '--out', tmp_path/'run']
+    _, out, lines = condbook(capsys, *argv, code=0)
+    assert [l for l in lines if 'skipped' in l] == ['condbook: skipped n01484850_\\xff.JPEG: not an image PIL can read (empty, corrupt, or another format)']
+    run = tmp_path/'run'
+    per_image = pd.read_csv(run/'per_image.csv')
+    col = 'file' if command == 'experiment' else 'image'
+    assert list(per_image[col]) == [ODD_SHOWN, 'n01443537_goldfish.JPEG'] and list(per_image.label) == [0, 1]
+    summary = (run/'summary.md').read_bytes().decode('utf-8')  # valid UTF-8
+    assert 'Skipped 1 unreadable files: n01484850_\\xff.JPEG (not an image PIL can read' in summary
+    if command == 'experiment':
+        assert {r['file'] for r in all_rows(run)} == {ODD_SHOWN, 'n01443537_goldfish.JPEG', 'n01484850_\\xff.JPEG'}
+        before = files_of(run)
+        _, _, again = condbook(capsys, *argv, code=0)  # resumes: nothing new, the same rows
+        assert 'condbook: imgs: 3 images, 0 new, 0 changed, 3 measured before (1 of them unreadable)' in again, again
+        assert (run/'results-0-of-1.jsonl').read_bytes() == before[Path('results-0-of-1.jsonl')]
+        assert condbook(capsys, 'summarize', run, code=0)[1].strip() == f'wrote {run}/summary.md'
+    assert not [p for p in run.iterdir() if p.name.endswith('.tmp') or p.name.startswith('.condbook-lock')], list(run.iterdir())
+
+
+def test_a_report_that_fails_keeps_the_previous_one(capsys, tmp_path, one_photo):
+    "A report whose every image is unreadable says so and leaves the report that was there whole (nothing truncated, nothing removed)."
+    run = _report_folder(tmp_path/'run')
+    (run/'config.json').write_text('{"command": "report"}')
+    before = files_of(run)
+    bad = tmp_path/'bad'; bad.mkdir(); (bad/'a.jpg').write_bytes(b'')
+    line = one_line_error(capsys, 'report', *TINY_REPORT, '--data', bad, '--out', run)
+    assert 'none of the 1 image files of' in line and files_of(run) == before
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(capsys, tmp_path, one_photo, monkeypatch):
+    "ENOSPC while writing a table: one line naming the table (not a temporary file); the files there before are whole; no temp file left."
+    run = _report_folder(tmp_path/'run')
+    before = files_of(run)
+    def full(self, path, **kw):
+        Path(path).write_text('half'); raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(pd.DataFrame, 'to_csv', full)
+    line = one_line_error(capsys, 'report', *TINY_REPORT, '--data', one_photo, '--out', run)
+    assert line == f'condbook report: error: cannot write {run}/layers.csv: No space left on device', line
+    assert not [p for p in run.iterdir() if p.name.endswith('.tmp') or p.name.startswith('.condbook-lock')]
+    assert files_of(run) == before, 'the report there before is whole'
+
+
+def _report_folder(d):
+    "A folder `condbook report` made (before reports recorded themselves: no config.json)."
+    d.mkdir(); (d/'layers.csv').write_text('layer\n'); (d/'per_image.csv').write_text('image\n'); (d/'summary.md').write_text('# a report\n')
+    return d
+
+
+OWNERS = {
+    'experiment into a report': (lambda d, base: ['experiment', *TINY_CLI, '--data', base[0], '--out', _report_folder(d/'r')],
+                                 'holds the output of condbook report, not of condbook experiment: writing there would mix the two; use another --out'),
+    'experiment into a recorded report': (lambda d, base: ['experiment', *TINY_CLI, '--data', base[0], '--out', _report_folder(d/'r'),
+                                                           (d/'r'/'config.json').write_text('{"command": "report", "model": "resnet18"}')][:-1],
+                                          'holds the output of condbook report, not of condbook experiment'),
+    'report into an experiment': (lambda d, base: ['report', *TINY_REPORT, '--data', base[0], '--out', shutil.copytree(base[1], d/'r')],
+                                  'holds the output of condbook experiment, not of condbook report: writing there would mix the two'),
+    'summarize a report': (lambda d, base: ['summarize', _report_folder(d/'r'), (d/'r'/'config.json').write_text('{"command": "report"}'),
+                                            (d/'r'/'results-0-of-1.jsonl').write_text('')][:2],
+                           "holds the output of condbook report, not of condbook experiment: summarize reads an experiment's --out"),
+    'experiment out is data': (lambda d, base: ['experiment', *TINY_CLI, '--data', shutil.copytree(base[0], d/'imgs'), '--out', d/'imgs'],
+                               'is inside --data {d}/imgs: the next run would read its tables and figures as images; use a folder outside'),
+    'experiment out inside data': (lambda d, base: ['experiment', *TINY_CLI, '--data', shutil.copytree(base[0], d/'imgs'), '--out', d/'imgs'/'run'],
+                                   '--out {d}/imgs/run is inside --data {d}/imgs'),
+    'report out inside data': (lambda d, base: ['report', *TINY_REPORT, '--data', shutil.copytree(base[0], d/'imgs'), '--out', d/'imgs'/'x'/'..'/'run'],
+                               'is inside --data {d}/imgs'),
+    'out under a file': (lambda d, base: ['experiment', *TINY_CLI, '--data', base[0], '--out', photo(d/'f.png')/'run'],
+                         '--out {d}/f.png/run: {d}/f.png is a file, not a folder'),
+    'report out in a read-only place': (lambda d, base: ['report', *TINY_REPORT, '--out', '/sys/condbook-run'], '--out /sys/condbook-run: cannot write in /sys ('),
+    'experiment out in a read-only place': (lambda d, base: ['experiment', *TINY_CLI, '--out', '/sys/condbook-run'], '--out /sys/condbook-run: cannot write in /sys ('),
+}
+
+
+@pytest.mark.parametrize('case', list(OWNERS))
+def test_one_owner_per_folder(capsys, tmp_path, base, case):
+    "A folder is written by one command: another command's output, --out inside --data or an unwritable place is refused before any work."
+    make, says = OWNERS[case]
+    argv = make(tmp_path, base)
+    before = files_of(tmp_path)
+    line = one_line_error(capsys, *argv)
+    assert says.format(d=tmp_path) in line, line
+    assert files_of(tmp_path) == before and not list(tmp_path.rglob('.condbook-*'))
+
+
+def test_a_changed_checkpoint_is_refused(capsys, tmp_path, checkpoints, one_photo):
+    "The run records the checkpoint's content hash: the same path with other weights is refused; the rows are untouched."
+    ckpt, run = shutil.copy(checkpoints/'good.pt', tmp_path/'net.pt'), tmp_path/'run'
+    argv = ['experiment', *TINY_CLI[:2], '--weights', ckpt, *TINY_CLI[4:], '--data', one_photo, '--out', run]
+    condbook(capsys, *argv, code=0)
+    saved = json.loads((run/'config.json').read_text())
+    assert saved['command'] == 'experiment' and saved['weights_sha256'] == hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()
+    before = files_of(run)
+    state = torch.load(ckpt); state['fc.bias'] = state['fc.bias'] + 1; torch.save(state, ckpt)  # retrained in place
+    line = one_line_error(capsys, *argv)
+    assert f'the checkpoint {ckpt} is not the one the run in {run} was made with (its content changed: sha256 ' in line, line
+    assert line.endswith('restore that checkpoint, or use another --out for this one') and files_of(run) == before
+
+
+def test_a_run_that_does_not_record_its_checkpoint(capsys, tmp_path, checkpoints, one_photo):
+    "A run made before the hash was recorded: refused, saying how to vouch for the file; once done, it resumes with nothing to measure."
+    ckpt, run = shutil.copy(checkpoints/'good.pt', tmp_path/'net.pt'), tmp_path/'run'
+    argv = ['experiment', *TINY_CLI[:2], '--weights', ckpt, *TINY_CLI[4:], '--data', one_photo, '--out', run]
+    condbook(capsys, *argv, code=0)
+    saved = json.loads((run/'config.json').read_text())
+    (run/'config.json').write_text(json.dumps({k: v for k, v in saved.items() if k not in ('weights_sha256', 'command')}))
+    line = one_line_error(capsys, *argv)
+    assert f'records no content hash of the checkpoint {ckpt} (a run made before condbook recorded it): if the file is unchanged since, ' \
+           f'add "weights_sha256": "{saved["weights_sha256"]}" to it; else use another --out' in line, line
+    (run/'config.json').write_text(json.dumps({k: v for k, v in saved.items() if k != 'command'}))
+    _, _, lines = condbook(capsys, *argv, code=0)
+    assert f'condbook: {one_photo.name}: 1 images, 0 new, 0 changed, 1 measured before' in lines, lines
+
+
+@pytest.mark.parametrize('setting,value,default', [('seed', '1', 0), ('draws', '3', 16), ('labels', 'L', None)])
+def test_a_recorded_configuration_missing_a_setting(capsys, copy, setting, value, default):
+    "A config.json without a setting (an older run, an edited file) was made with its default: another value is refused, the default resumes."
+    cfg, data, run = copy
+    saved = json.loads((run/'config.json').read_text())
+    if setting == 'labels':
+        (data.parent/'L').write_text('n01443537 n01443537\n'); value = str(data.parent/'L')
+        saved.pop('labels_sha256', None)
+    (run/'config.json').write_text(json.dumps({k: v for k, v in saved.items() if k != setting}))
+    before = files_of(run)
+    argv = [a for a in TINY_CLI if a]
+    if setting == 'draws': argv[argv.index('--draws') + 1] = value
+    else: argv += [f'--{setting}', value]
+    line = one_line_error(capsys, 'experiment', *argv, '--data', data, '--out', run)
+    assert f'config.json records no {setting} (a run made before condbook recorded it, or an edited file), so its rows were made with the ' \
+           f'default ({setting} = {default!r})' in line and line.endswith('resume with the default, or use another --out'), line
+    assert files_of(run) == before
+    if setting == 'seed':
+        _, _, lines = condbook(capsys, 'experiment', *TINY_CLI, '--data', data, '--out', run, code=0)
+        assert 'condbook: imgs: 3 images, 0 new, 0 changed, 3 measured before (1 of them unreadable)' in lines
+
+
+def _lock(run, pid, **extra):
+    from condbook.core import _started
+    import socket
+    (run/'.condbook-lock-0-of-1').write_text(json.dumps(dict(pid=pid, started=_started(pid), host=socket.gethostname(), command='experiment') | extra))
+
+
+@pytest.mark.parametrize('command', ['experiment', 'report'])
+def test_a_folder_in_use(capsys, copy, command, tmp_path):
+    "A live process's lock stops a second one in one line, and nothing is written; a dead process's lock is stale: taken over, then released."
+    import subprocess
+    cfg, data, run = copy
+    if command == 'report': run = tmp_path/'rep'; run.mkdir()
+    argv = [command, *(TINY_CLI if command == 'experiment' else TINY_REPORT), '--data', data, '--out', run]
+    other = subprocess.Popen(['sleep', '60'])
+    try:
+        _lock(run, other.pid)
+        before = files_of(run)
+        line = one_line_error(capsys, *argv)
+        assert line == f'condbook {command}: error: {run} is in use by another condbook process (PID {other.pid}, condbook experiment): wait for it ' \
+                       f'to finish, or, if that process is gone, remove {run}/.condbook-lock-0-of-1', line
+        assert files_of(run) == before
+    finally: other.kill(); other.wait()
+    _lock(run, other.pid)  # its process is gone now
+    condbook(capsys, *argv, code=0)
+    assert not list(run.glob('.condbook-lock*')), 'released on exit'
+    if command == 'experiment':  # (a report is slower: once is enough)
+        _lock(run, os.getpid(), started=1)  # a PID that another process has taken since: stale too
+        condbook(capsys, *argv, code=0)
+
+
+@pytest.mark.parametrize('layout', ['not wnids', 'labels file', 'mixed', 'bad labels file', 'flat mixed'])
+def test_class_folders_not_named_by_wnid(capsys, tmp_path, layout):
+    "cat/ and dog/ are unlabelled (no accuracy), said once; a labels file maps them; a mixed layout is refused or said, never silently -1."
+    data = tmp_path/'pets'; data.mkdir()
+    names = {'not wnids': ['cat', 'dog'], 'labels file': ['cat', 'dog'], 'mixed': ['cat', 'n01443537'], 'bad labels file': ['cat', 'dog']}
+    for i, n in enumerate(names.get(layout, [])): (data/n).mkdir(); photo(data/n/'a.JPEG', i)
+    if layout == 'flat mixed': photo(data/'n01443537_a.JPEG'); photo(data/'cat.JPEG', 1)
+    labels = {'labels file': 'cat n02123045  # tabby\ndog 207\n', 'bad labels file': 'cat\n'}.get(layout)
+    extra = ['--labels', tmp_path/'labels.txt', (tmp_path/'labels.txt').write_text(labels)][:2] if labels else []
+    argv = ['experiment', *TINY_CLI, '--data', data, '--out', tmp_path/'run', *extra]
+    if layout in ('mixed', 'bad labels file'):
+        line = one_line_error(capsys, *argv)
+        assert {'mixed': f'{data} mixes class folders named by WordNet id (n01443537) with others (cat): name every folder by its wnid, '
+                         'or give --labels FILE mapping each folder to an ImageNet class',
+                'bad labels file': f"labels file {tmp_path}/labels.txt, line 1: expected NAME CLASS (CLASS a WordNet id such as n01440764 "
+                                   "or an index 0..999), got 'cat'"}[layout] in line, line
+        assert not (tmp_path/'run').exists()
+        return
+    if layout != 'not wnids':  # what the labels are (the run itself: below)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            images = image_folder(data, labels=extra[1] if extra else None)
+        said = [str(w.message) for w in caught]
+        if layout == 'labels file': assert images.labels == [281, 207] and not said
+        else: assert images.labels == [-1, 1] and said == ['pets: 1 of 2 files (cat.JPEG) are not named <wnid>_…: unlabelled, left out of the accuracy']
+        return
+    _, _, lines = condbook(capsys, *argv, code=0)
+    assert list(pd.read_csv(tmp_path/'run'/'per_image.csv').label) == [-1, -1]
+    assert 'top-1 accuracy' not in (tmp_path/'run'/'summary.md').read_text()
+    assert [l for l in lines if 'unlabelled' in l] == ['condbook: pets: class folders cat, dog are not WordNet ids: their images are unlabelled '
+                                                      '(no accuracy); --labels FILE maps them to ImageNet classes'], lines
+
+
+def _row(**kw):
+    return json.dumps({'file': 'a.png', 'sha': '1', 'measurement': 'local_condition', 'eps': None, 'local_condition': 2.5} | kw)
+
+
+FOREIGN = {
+    'a number as text': (_row(local_condition='big'), 'local_condition is "big", not a number or null'),
+    'a list for a number': (_row(local_condition=[1]), 'local_condition is [1], not a number or null'),
+    'a label as text': (_row(measurement='estimate', label='cat'), 'label is "cat", not a number'),
+    'an estimate without its bound': (_row(measurement='estimate', label=1, prediction=1), 'a estimate row without margin'),
+    'missing value': (_row(measurement='random_sign', eps=0.1), 'a random_sign row without max_amplification'),
+    'a measurement of another program': (_row(measurement='accuracy'), "measurement 'accuracy' is none of condbook experiment's"),
+    'file as a number': (_row(file=3), 'file is 3, not text'),
+    'eps as text': (_row(eps='0.1'), 'eps is "0.1", not a number or null'),
+    'flipped as text': (_row(measurement='attack_fgsm', eps=0.1, amplification=1.0, flipped='no', distance=0.1), 'flipped is "no", not true/false or a number'),
+}
+
+
+@pytest.mark.parametrize('case', list(FOREIGN))
+def test_summarize_refuses_foreign_rows(capsys, tmp_path, case):
+    "A row with the key fields but a wrong type or a missing value: refused naming its line; nothing written."
+    row, says = FOREIGN[case]
+    _results(tmp_path, _row() + '\n' + row + '\n')
+    before = files_of(tmp_path)
+    line = one_line_error(capsys, 'summarize', tmp_path)
+    assert line == f'condbook summarize: error: {tmp_path}/results-0-of-1.jsonl, line 2: {says}: not a row of condbook experiment; ' \
+                   'remove that line (or use another --out)', line
+    assert files_of(tmp_path) == before
