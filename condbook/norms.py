@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['OFFSET_NAMES', 'SVResult', 'KRYLOV_DIM', 'Normalize', 'linear_part', 'adjoint', 'dense_matrix', 'seeded_start',
            'project_out_', 'top_singular_values', 'top_singular_value', 'power_iteration', 'counting_transfers',
-           'cache_dir', 'constant_key', 'cached', 'linear_map_norm', 'check_linear', 'operator_norm', 'dense_norm']
+           'cache_dir', 'constant_key', 'cache_digest', 'cached', 'linear_map_norm', 'check_linear', 'operator_norm',
+           'dense_norm']
 
 # %% ../nbs/00_norms.ipynb #57464c01
-import hashlib, json, math, os
+import hashlib, json, math, os, warnings
 from collections import namedtuple
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,21 +207,48 @@ def constant_key(module:nn.Module, *extra)->str:
     return h.hexdigest()
 
 # %% ../nbs/00_norms.ipynb #8d076390
-_memory_cache = {}
+_memory_cache, _warned = {}, set()
 
-def cached(key:str, compute)->float:
-    "The float stored under `key` in memory or on disk, else `compute()` stored there (written atomically)."
+def cache_digest(key:str, # the cache key: a hash of what the value was computed from (`constant_key`)
+                 value:float, # the value stored under it
+                )->str:
+    "The digest a cache entry is stored with: SHA-256 of its key and of its value, so that an entry edited, truncated or copied under another key is recomputed."
+    return hashlib.sha256(f'{key}:{float(value)!r}'.encode()).hexdigest()
+
+def _entry_value(entry, key:str):
+    "The value of the cache entry `entry` (a parsed JSON file), if it is a finite, non-negative float stored under `key` with its digest; else None."
+    v = entry.get('value') if isinstance(entry, dict) else None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0: return None
+    return float(v) if entry.get('key') == key and entry.get('digest') == cache_digest(key, v) else None
+
+def _private(path:Path)->bool:
+    "Whether only this user can change `path` (its owner, not writable by group or others); a folder that does not exist yet is."
+    try: st = path.stat()
+    except FileNotFoundError: return True
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+def cached(key:str, # what the value is computed from (`constant_key`)
+           compute, # computes it: a function without arguments
+          )->float:
+    "The constant stored under `key` in memory or on disk, if whole (`cache_digest`), finite and non-negative; else `compute()`, stored there atomically."
     if key in _memory_cache: return _memory_cache[key]
-    path = cache_dir()/'constants'/f'{key}.json'
-    try: value = json.loads(path.read_text())['value']
-    except (OSError, ValueError, KeyError):
+    folder = cache_dir()/'constants'
+    path, private = folder/f'{key}.json', _private(folder)
+    if not private and folder not in _warned:
+        _warned.add(folder)
+        warnings.warn(f'{folder} can be changed by other users: its layer constants are not used (each is computed again); '
+                      'set CONDBOOK_CACHE to a folder of your own')
+    try: value = _entry_value(json.loads(path.read_text()), key) if private and _private(path) else None
+    except (OSError, ValueError): value = None
+    if value is None:  # not there, or edited, truncated, of another key, negative or not finite: computed again
         value = float(compute())
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f'.{os.getpid()}.tmp')
-            tmp.write_text(json.dumps({'value': value}))
-            tmp.replace(path)
-        except OSError: pass  # a read-only cache folder only costs the recomputation
+        if private and math.isfinite(value) and value >= 0:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f'.{os.getpid()}.tmp')
+                tmp.write_text(json.dumps({'value': value, 'key': key, 'digest': cache_digest(key, value)}))
+                tmp.replace(path)
+            except OSError: pass  # a read-only cache folder only costs the recomputation
     _memory_cache[key] = value
     return value
 
