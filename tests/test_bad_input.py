@@ -830,3 +830,43 @@ def test_summarize_refuses_foreign_rows(capsys, tmp_path, case):
     assert line == f'condbook summarize: error: {tmp_path}/results-0-of-1.jsonl, line 2: {says}: not a row of condbook experiment; ' \
                    'remove that line (or use another --out)', line
     assert files_of(tmp_path) == before
+
+
+CACHE_ENTRIES = {  # what is planted in the cache file of a layer constant: each is computed again, never accepted
+    'edited value': lambda key, d: {'value': 0.5, 'key': key, 'digest': d(key, 2.0)},
+    'no digest (an older cache)': lambda key, d: {'value': 0.5},
+    'zero with its digest, of another key': lambda key, d: {'value': 0.0, 'key': 'other', 'digest': d('other', 0.0)},
+    'negative with a matching digest': lambda key, d: {'value': -3.0, 'key': key, 'digest': d(key, -3.0)},
+    '1e400': lambda key, d: {'value': 1e400, 'key': key, 'digest': d(key, 1e400)},
+    'not JSON': lambda key, d: 'NaN]',
+}
+
+
+@pytest.mark.parametrize('case', list(CACHE_ENTRIES))
+def test_a_tampered_cache_entry(tmp_path, monkeypatch, case):
+    "An edited, foreign, negative or infinite cached constant is computed again (and stored again whole); the bound is the true one."
+    from condbook import norms
+    monkeypatch.setenv('CONDBOOK_CACHE', str(tmp_path))
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    true = norms.operator_norm(conv, (2, 6, 6), cache=False)
+    key = norms.constant_key(conv, 'operator_norm', (2, 6, 6), 1e-4)
+    path = tmp_path/'constants'/f'{key}.json'; path.parent.mkdir()
+    entry = CACHE_ENTRIES[case](key, norms.cache_digest)
+    path.write_text(entry if isinstance(entry, str) else json.dumps(entry))
+    monkeypatch.setattr(norms, '_memory_cache', {})
+    assert norms.operator_norm(conv, (2, 6, 6)) == pytest.approx(true, rel=1e-3)
+    saved = json.loads(path.read_text())
+    assert saved['key'] == key and saved['digest'] == norms.cache_digest(key, saved['value']) and saved['value'] == pytest.approx(true, rel=1e-3)
+
+
+def test_a_cache_folder_others_can_write(tmp_path, monkeypatch):
+    "A constants folder others can write to is not read (whatever it holds) and said once."
+    from condbook import norms
+    monkeypatch.setenv('CONDBOOK_CACHE', str(tmp_path))
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    key = norms.constant_key(conv, 'operator_norm', (2, 6, 6), 1e-4)
+    (tmp_path/'constants').mkdir(); os.chmod(tmp_path/'constants', 0o777)
+    (tmp_path/'constants'/f'{key}.json').write_text(json.dumps({'value': 1e-9, 'key': key, 'digest': norms.cache_digest(key, 1e-9)}))
+    monkeypatch.setattr(norms, '_memory_cache', {}); monkeypatch.setattr(norms, '_warned', set())
+    with pytest.warns(UserWarning, match='constants can be changed by other users: its layer constants are not used'):
+        assert norms.operator_norm(conv, (2, 6, 6)) == pytest.approx(norms.operator_norm(conv, (2, 6, 6), cache=False), rel=1e-3)
