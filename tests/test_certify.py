@@ -393,7 +393,7 @@ def tie_cnn(seed):
 
 @pytest.mark.parametrize('seed', [0, 4])
 def test_ties_give_a_positive_sound_radius(seed):
-    "Windows that tie at x make r_lin = 0; the certified radius is positive, U(r) lies above brute force, and no attack flips the class inside."
+    "Windows that tie at x make r_lin = 0; the certified radius is positive, U(r) lies above brute force, and neither L2 PGD nor DDN flips the class inside."
     from condbook.attacks import flip_radius
     net, x = tie_cnn(seed)
     per, curve = certify(net, x, grid=12, patterns=0)
@@ -401,7 +401,7 @@ def test_ties_give_a_positive_sound_radius(seed):
     assert r.r_lin == 0 and r.ties > 0 and r.margin > 0 and r.radius > 0
     d = sphere(x.shape[1:], n=4000)
     for row in curve.itertuples(): assert row.U >= max(row.attack, brute_amplification(net, x, row.radius, d))
-    assert r.radius <= flip_radius(net, x, 'l2_pgd', eps_max=2., steps=14, nb_iter=100).item()
+    assert r.radius <= flip_radius(net, x, 'l2_pgd', eps_max=2., steps=10, nb_iter=20, ddn_steps=100).item()   # PGD and DDN
 
 
 def test_ties_two_dimensional_exact():
@@ -412,3 +412,43 @@ def test_ties_two_dimensional_exact():
         r = certify(net, x[None], curve=False, patterns=0)[0].iloc[0]
         flip = first_change_along_rays(lambda y: net(y).argmax(-1, keepdim=True), x, 20 * r.radius)
         assert r.r_lin == 0 and r.ties == 4 and 0 < r.radius <= flip * (1 + 1e-6), (seed, r.radius, flip)
+
+
+def small_cnn(seed, n=8):
+    "conv → ReLU → overlapping max pool → conv → ReLU → linear (float64, random weights), and n images in [0, 1]."
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(32, 6))
+    return net.double().eval(), torch.rand(n, 3, 10, 10, dtype=torch.float64)
+
+
+def test_ddn_flips_are_real_small_and_above_the_certified_radius():
+    "DDN's points flip the class inside the box; its flip radius is at most L2 PGD's and Carlini–Wagner's (1%) on most images and never below the certified radius."
+    from condbook.attacks import ddn, flip_radius
+    net, x = small_cnn(2)
+    r = ddn(net, x)
+    with torch.no_grad(): assert (net(r.x_adv).argmax(1) != net(x).argmax(1)).all() and r.flipped.all()
+    assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1
+    torch.testing.assert_close(r.distance, (r.x_adv - x).flatten(1).norm(dim=1), rtol=1e-12, atol=0)
+    found = flip_radius(net, x, 'ddn')
+    assert torch.equal(found, r.distance)
+    pgd = flip_radius(net, x, 'l2_pgd', eps_max=4., ddn_steps=0)
+    cw = flip_radius(net, x, 'cw_l2', ddn_steps=0)
+    assert (found <= 1.01 * torch.minimum(pgd, cw)).sum() >= 7, (found, pgd, cw)
+    assert torch.equal(flip_radius(net, x, 'l2_pgd', eps_max=4., ddn_steps=100), torch.minimum(pgd, found))   # both, the smaller
+    assert (certified_radius(net, x) <= found).all()
+
+
+def test_ddn_on_ties_and_without_host_syncs(monkeypatch):
+    "On the tie CNN, DDN stays above the certified radius; the loop never asks the device for a value: the host reads no more at 50 steps than at 5."
+    from condbook.attacks import ddn, flip_radius
+    net, x = tie_cnn(4)
+    assert certified_radius(net, x).item() <= flip_radius(net, x, 'ddn').item()
+    reads = []
+    for name in ('__bool__', 'item', 'tolist', 'cpu', 'nonzero', '__float__', '__int__'):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=orig, _n=name, **k: reads.append(_n) or _o(self, *a, **k))
+    counts = []
+    for steps in (5, 50):
+        reads.clear(); ddn(net, x.expand(3, -1, -1, -1), steps=steps); counts.append(len(reads))
+    assert counts[0] == counts[1] and counts[0] > 0, counts   # > 0: the checks of the input are counted
