@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'SILU_LOWEST', 'GELU_LOWEST', 'GELU_TANH_LOWEST', 'SAFETY',
            'SILU_LIPSCHITZ', 'GELU_LIPSCHITZ', 'GELU_TANH_LIPSCHITZ', 'UnsupportedOperationError', 'target_name',
-           'TupleItem', 'Call', 'Op', 'register', 'lookup', 'Zero', 'zero_constants', 'substitute', 'apply_call',
-           'monotone_interval', 'absolute_map', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Scale',
-           'Negate', 'Offset', 'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'Elementwise',
-           'pool_window_counts', 'MaxPool', 'window_gaps', 'Softmax', 'LayerNorm', 'Reach', 'meet', 'times0',
-           'Arithmetic', 'Sum', 'Concat', 'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention',
-           'ShapeOnly', 'lipschitz_constant']
+           'TupleItem', 'Call', 'Op', 'register', 'lookup', 'runs_code_of', 'module_entry', 'Zero', 'zero_constants',
+           'substitute', 'apply_call', 'monotone_interval', 'absolute_map', 'affine_interval', 'Rearrange', 'Dropout',
+           'Cast', 'Affine', 'Scale', 'Negate', 'Offset', 'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted',
+           'BatchNorm', 'BatchNormFunction', 'Interpolate', 'Elementwise', 'pool_window_counts', 'MaxPool',
+           'window_gaps', 'Softmax', 'LayerNorm', 'GroupNorm', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum', 'Concat',
+           'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
 
 # %% ../nbs/00c_ops.ipynb #1938d801
 import math, operator
@@ -92,6 +92,7 @@ class Op:
     rounded = ()  # parameters rounded when weights are quantized (paths in the module)
     deployed_rounded = ()  # those of them an integer runtime rounds: the weights of linear maps (biases stay 32-bit integers)
     combine = 'sum'  # joins: how the weighted constants of the inputs combine ('sum' or 'rss')
+    shape_args = ()  # positions of tensor arguments that give only a shape or dtype (`x.expand_as(y)`'s y)
     def __init__(self, name:str, modules=(), functions=(), methods=()):
         self.name, self.modules, self.functions, self.methods = name, tuple(modules), tuple(functions), tuple(methods)
     def __repr__(self): return f"{type(self).__name__}('{self.name}')"
@@ -143,14 +144,43 @@ def register(op:Op)->Op:
 def lookup(kind:str, # the node's op: 'call_module', 'call_function' or 'call_method'
            target): # its module (instance), function or method name
     "The registry entry of a module, function or method, or None."
-    if kind == 'call_module': return next((MODULE_OPS[t] for t in type(target).__mro__ if t in MODULE_OPS), None)
+    if kind == 'call_module': return module_entry(target)
     if kind == 'call_function' and isinstance(target, TupleItem): return lookup(target.kind, target.target)
     if kind == 'call_function': return FUNCTION_OPS.get(target) if _hashable(target) else None
     if kind == 'call_method': return METHOD_OPS.get(target)
 
+def _shape_args(op:Op, *positions)->Op:
+    "`op`, whose tensor arguments at `positions` give only a shape or a dtype."
+    op.shape_args = positions
+    return op
+
 def _hashable(t):
     try: hash(t); return True
     except TypeError: return False
+
+# %% ../nbs/00c_ops.ipynb #d237f7c4
+_HARMLESS = {'__init__', '__module__', '__qualname__', '__doc__', '__dict__', '__weakref__', '__annotations__',
+             '__firstlineno__', '__static_attributes__', '__orig_bases__', '__parameters__', 'extra_repr'}
+
+def runs_code_of(cls:type, # a module class
+                 registered:type, # a class an entry lists
+                )->bool:
+    "Whether instances of `cls` run `registered`'s own code: it is `registered`, or a subclass overriding only harmless names."
+    if not issubclass(cls, registered): return False
+    between = cls.__mro__[:cls.__mro__.index(registered)]
+    return all(set(vars(c)) <= _HARMLESS for c in between)
+
+# %% ../nbs/00c_ops.ipynb #c3af7d76
+def _runs_plain_code(m:nn.Module)->bool:
+    "No parametrization, no instance `forward`, no forward hooks: the module runs its class's code alone."
+    if torch.nn.utils.parametrize.is_parametrized(m) or 'forward' in vars(m): return False
+    return not (m._forward_hooks or m._forward_pre_hooks)
+
+def module_entry(m:nn.Module):
+    "The registry entry whose rule is written for the code `m` runs, or None."
+    if not _runs_plain_code(m): return None
+    cls = type(m)
+    return next((MODULE_OPS[t] for t in cls.__mro__ if t in MODULE_OPS and runs_code_of(cls, t)), None)
 
 # %% ../nbs/00c_ops.ipynb #ad94fdda
 class Zero:
@@ -256,7 +286,7 @@ register(Rearrange('reshape', (nn.Flatten, nn.Unflatten), (torch.flatten, torch.
 register(Rearrange('permute', (), (torch.permute, torch.transpose, torch.swapaxes, torch.swapdims, torch.movedim, torch.t),
                    ('permute', 'transpose', 'swapaxes', 'swapdims', 'movedim', 't')))
 register(Rearrange('roll', (), (torch.roll,), ('roll',)))
-register(Cast('same-dtype cast', (), (), ('to', 'float', 'type_as'), keeps_layout=True));
+register(_shape_args(Cast('same-dtype cast', (), (), ('to', 'float', 'double'), keeps_layout=True), 1));
 
 # %% ../nbs/00c_ops.ipynb #c2bee71f
 class Affine(Op):
@@ -373,6 +403,39 @@ register(Pad('pad', (F.pad,), (), offsets={3, 'value'}))
 register(Rearrange('patch merging (pad, strided slices, cat)', (), (torchvision.models.swin_transformer._patch_merging_pad,)))
 register(Affine('zero padding', (nn.ZeroPad2d,)))
 register(Offset('F.linear / F.conv2d', (F.linear, F.conv1d, F.conv2d), (), offsets={2, 'bias'}));
+
+# %% ../nbs/00c_ops.ipynb #5b3cf74a
+class BatchNormFunction(Offset):
+    "F.batch_norm with running statistics: y = γ (z − μ)/√(σ² + ε) + β, offsets μ and β; diagonal."
+    diagonal = True
+    def check(self, call):
+        if call.arg(5, 'training', False):
+            raise UnsupportedOperationError(f"F.batch_norm in node {call.node.name!r} ({call.name}) uses batch "
+                                            "statistics (training=True): call model.eval() first")
+    def norm(self, call):
+        var, w, eps = call.arg(2, 'running_var'), call.arg(3, 'weight'), call.arg(7, 'eps', 1e-5)
+        g = (var.detach().double() + eps).rsqrt()
+        return (g if w is None else w.detach().double().abs() * g).max().item()
+
+# %% ../nbs/00c_ops.ipynb #b45999b3
+_POSITIVE_MODES = ('nearest', 'nearest-exact', 'linear', 'bilinear', 'trilinear', 'area')
+
+class Interpolate(Affine):
+    "Resampling by interpolation: linear, with non-negative weights for the modes it accepts."
+    def check(self, call):
+        mode = call.module.mode if call.module is not None else call.arg(3, 'mode', 'nearest')
+        if mode not in _POSITIVE_MODES:
+            raise UnsupportedOperationError(f"{call.name!r}: {mode} interpolation (negative weights) has no rule; "
+                                            f"use one of {', '.join(_POSITIVE_MODES)}")
+
+# %% ../nbs/00c_ops.ipynb #11dc837e
+register(BatchNormFunction('F.batch_norm', (F.batch_norm,), (), offsets={1, 4, 'running_mean', 'bias'}))
+register(Interpolate('interpolation', (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d),
+                     (F.interpolate, F.upsample)))
+register(Affine('unfold (patches)', (nn.Unfold,), (F.unfold,), ('unfold',)))
+register(_shape_args(Rearrange('reshape as', (), (), ('reshape_as', 'view_as')), 1))
+register(_shape_args(Affine('expand as', (), (), ('expand_as',)), 1))
+register(_shape_args(Cast('cast as', (), (), ('type_as',), keeps_layout=True), 1));
 
 # %% ../nbs/00c_ops.ipynb #82cbba25
 def _silu_lipschitz()->float:
@@ -598,7 +661,33 @@ class LayerNorm(Op):
 
 # %% ../nbs/00c_ops.ipynb #3d28b177
 register(Softmax('softmax', (nn.Softmax,), (F.softmax, torch.softmax), ('softmax',)))
-register(LayerNorm('layer norm', (nn.LayerNorm,), (F.layer_norm,)));
+register(LayerNorm('layer norm', (nn.LayerNorm, torchvision.models.convnext.LayerNorm2d), (F.layer_norm,)));  # the subclass declared: its rules read it
+
+# %% ../nbs/00c_ops.ipynb #80b424e6
+class GroupNorm(LayerNorm):
+    "Group normalisation: a layer norm over each group of channels, then γ, β per channel; L = max|γ|/√ε."
+    rounded = ()
+    def parts(self, call):
+        "(groups, γ, β, ε)."
+        if call.module is not None: m = call.module; return m.num_groups, m.weight, m.bias, m.eps
+        return call.arg(1, 'num_groups'), call.arg(2, 'weight'), call.arg(3, 'bias'), call.arg(4, 'eps', 1e-5)
+    def _half(self, call):
+        "(β, |γ|·√(m − 1)) per channel, shaped to broadcast against the output."
+        G, w, b, _ = self.parts(call)
+        y = call.env[call.node]
+        m = y[0].numel() // G
+        g = torch.ones(y.shape[1], dtype=y.dtype, device=y.device) if w is None else w.detach().abs()
+        view = (-1,) + (1,) * (y.dim() - 2)
+        mid = torch.zeros_like(g) if b is None else b.detach()
+        return mid.view(view), (g * math.sqrt(max(m - 1, 0))).view(view)
+    def output_bound(self, call): mid, half = self._half(call); return (mid.abs() + half).max().item()
+    def interval(self, call, iv):
+        mid, half = self._half(call)
+        y = call.env[call.node]
+        return (mid - half).expand_as(y), (mid + half).expand_as(y)
+    def parameter_reads(self, call, z, y): return {}
+
+register(GroupNorm('group norm', (nn.GroupNorm,), (F.group_norm,)));
 
 # %% ../nbs/00c_ops.ipynb #905ea67c
 @dataclass
