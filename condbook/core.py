@@ -272,7 +272,8 @@ def _escape(e:UnicodeEncodeError):
 
 codecs.register_error('condbook-escape', _escape)
 
-def printable(s)->str:
+def printable(s, # text, bytes or a path
+             )->str:
     "`s` (text or a path) as valid UTF-8 text: each byte of a file name that is not UTF-8 written as \\xNN, the same in JSON, CSV, Markdown and messages."
     s = os.fspath(s)
     if isinstance(s, bytes): return s.decode('utf-8', 'backslashreplace')
@@ -333,7 +334,8 @@ def output_folder(out, # the folder a command writes into (made if needed)
     os.close(fd); os.unlink(probe)
     return out
 
-def sha256_file(path)->str:
+def sha256_file(path, # a file
+               )->str:
     "The SHA-256 of the bytes of the file at `path`, in hex."
     with open(path, 'rb') as f: return hashlib.file_digest(f, 'sha256').hexdigest()
 

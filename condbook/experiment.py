@@ -111,7 +111,8 @@ def _read_json(path:Path, what:str)->dict:
     if not isinstance(d, dict): raise InputError(f'{path} holds a JSON {type(d).__name__}, not {what}')
     return d
 
-def folder_owner(out)->str:
+def folder_owner(out, # a folder
+                )->str:
     "Which command made the folder `out`: 'experiment', 'report', or None (no such folder, or none of condbook's)."
     out = Path(out)
     if (out/'config.json').is_file():
@@ -139,7 +140,8 @@ def _defaults(cls)->dict:
     "The default of each field of dataclass `cls`, as config.json records it."
     return {f.name: _jsonable(f.default if f.default_factory is MISSING else f.default_factory()) for f in fields(cls)}
 
-def recorded_config(cfg:ExperimentConfig)->dict:
+def recorded_config(cfg:ExperimentConfig, # the configuration of a run
+                   )->dict:
     "What a run records of `cfg`: every setting, the data folder's and labels file's names, the content hashes of the checkpoint and of the labels."
     mine = {k: _jsonable(v) for k, v in asdict(cfg).items()} | {'data': data_name(cfg.data), 'labels': data_name(cfg.labels)}
     ckpt = cfg.weights not in ('imagenet', 'untrained') and Path(cfg.weights).is_file()
@@ -198,7 +200,8 @@ def _type_name(t)->str:
     return ' or '.join(dict.fromkeys({int: 'a number', float: 'a number', str: 'text', dict: 'an object', list: 'a list', bool: 'true/false',
                                       type(None): 'null'}[x] for x in ts))
 
-def row_problem(row:dict)->str:
+def row_problem(row:dict, # a parsed line of a results file, with the key fields
+               )->str:
     "What makes `row` (a dict with the key fields) other than a row condbook experiment writes, or None."
     m = row.get('measurement')
     if not isinstance(m, str): return f'measurement is {m!r}, not text'
@@ -211,6 +214,14 @@ def row_problem(row:dict)->str:
         v = row[k]
         if not isinstance(v, t) or isinstance(v, bool) and bool not in (t if isinstance(t, tuple) else (t,)):
             return f'{k} is {json.dumps(v)[:40]}, not {_type_name(t)}'
+    number = lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+    inner = {'kappa': (number, 'a number'), 'bits': (lambda v: isinstance(v, list) and len(v) == 3 and all(map(number, v)), 'three numbers'),
+             'parameters': (lambda v: isinstance(v, list) and len(v) == 2 and all(map(number, v)), 'two numbers')}
+    for k, (ok, what) in inner.items():  # what summarize reads inside them
+        bad = next(((name, v) for name, v in row.get(k, {}).items() if not ok(v)), None)
+        if bad: return f'{k}[{bad[0]!r}] is {json.dumps(bad[1])[:40]}, not {what}'
+    if any(not isinstance(c, list) or len(c) < 4 or not all(map(number, c[:3])) for c in row.get('curve', [])):
+        return 'curve holds an entry that is not [radius, U, attack, tracked, …]'
     return None
 
 def read_rows(path:Path)->list:

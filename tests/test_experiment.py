@@ -5,7 +5,7 @@ import pandas as pd
 import pytest, torch
 from PIL import Image
 from condbook.attacks import ATTACKS
-from condbook.experiment import ExperimentConfig, load_results, per_image_table, read_rows, row_key
+from condbook.experiment import ExperimentConfig, load_results, per_image_table, read_rows, row_key, saved_config
 from condbook.perturb import PERTURBATIONS
 
 CONDBOOK = str(Path(sys.executable).parent/'condbook')  # the console script; torchrun runs it as a script
@@ -50,7 +50,9 @@ def test_every_measurement_kind(clean_run):
     measured = df[df.measurement != 'unreadable']
     assert set(measured.measurement) == {'estimate', 'local_condition', 'flip_radius', 'parameters', 'bitwidth',
                                         *(f'random_{k}' for k in PERTURBATIONS), *(f'attack_{a}' for a in ATTACKS)}
-    cfg = ExperimentConfig(**{k: v for k, v in json.loads((clean_run/'config.json').read_text()).items() if k != 'torch'})
+    saved = json.loads((clean_run/'config.json').read_text())
+    assert saved['command'] == 'experiment' and saved['weights_sha256'] is None  # what made the folder, and no checkpoint
+    cfg = saved_config(clean_run)
     assert len(measured) == 3 * len(cfg.measurements())
     assert list(df[df.measurement == 'unreadable'].file) == ['n01491361_broken.JPEG']
     assert str(clean_run.parent) not in (clean_run/'results-0-of-1.jsonl').read_text()  # no path of this machine in the rows
