@@ -46,6 +46,7 @@ def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.
     if size is not None: check_size(model, size)
     for k, v in (('data', data), ('weights', weights), ('labels', labels)):
         if v is not None and not str(v).strip(): raise InputError(f"{k}: expected a {'folder' if k == 'data' else 'file'}, got '' (an empty path)")
+    if labels is not None and data is None: raise InputError('labels: a labels file names the classes of an image folder: give --data too')
     out = output_folder(out)
     check_owner(out, 'report', data)
     lock = FolderLock(out, '0-of-1', 'report')

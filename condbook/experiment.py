@@ -70,6 +70,7 @@ class ExperimentConfig:
             if getattr(self, k) is not None and not str(getattr(self, k)).strip():
                 raise InputError(f"{k}: expected a {'folder' if k == 'data' else 'file'}, got '' (an empty path)"
                                  + ('; leave it out for the scikit-image photographs' if k == 'data' else ''))
+        if self.labels is not None and self.data is None: raise InputError('labels: a labels file names the classes of an image folder: give --data too')
         check_size(self.model, self.size)
         if not isinstance(self.attack_eps, dict): raise InputError(f'attack_eps: expected a dict of radii per attack, got {self.attack_eps!r}')
         missing = [a for a in self.attacks if a != 'cw_l2' and a not in self.attack_eps]

@@ -135,3 +135,19 @@ def test_config_check_extends_older_runs(tmp_path):
     check_config(ExperimentConfig(), tmp_path)
     assert json.loads((tmp_path/'config.json').read_text())['bitwidth'] is True
     with pytest.raises(ValueError, match='bitwidth: True there, False now'): check_config(ExperimentConfig(bitwidth=False), tmp_path)
+
+
+def test_a_second_process_on_the_same_folder(photos, tmp_path):
+    "Two experiment processes on one --out: the second stops at once with one line (the first holds the folder's lock); the first goes on."
+    out = tmp_path/'busy'; out.mkdir()
+    first = cli('experiment', *FAST, '--data', str(photos), '--out', str(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out/'.condbook-lock-0-of-1').exists(): time.sleep(0.05)
+        second = subprocess.run([CONDBOOK, 'experiment', *FAST, '--data', str(photos), '--out', str(out)], capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, 'the first process should still be running'
+        assert second.returncode == 1 and second.stderr.strip().splitlines()[-1] == (
+            f'condbook experiment: error: {out} is in use by another condbook process (PID {first.pid}, condbook experiment): '
+            f'wait for it to finish, or, if that process is gone, remove {out}/.condbook-lock-0-of-1'), second.stderr
+        assert 'Traceback' not in second.stderr
+    finally: first.kill(); first.wait()
