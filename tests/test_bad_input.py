@@ -875,3 +875,22 @@ def test_a_cache_folder_others_can_write(tmp_path, monkeypatch):
     monkeypatch.setattr(norms, '_memory_cache', {}); monkeypatch.setattr(norms, '_warned', set())
     with pytest.warns(UserWarning, match='constants can be changed by other users: its layer constants are not used'):
         assert norms.operator_norm(conv, (2, 6, 6)) == pytest.approx(norms.operator_norm(conv, (2, 6, 6), cache=False), rel=1e-3)
+
+
+def test_a_full_disk_during_a_run_loses_nothing(capsys, copy, monkeypatch):
+    "ENOSPC while appending rows: one line naming the results file; the next run cuts what was half written and completes the rows, once each."
+    cfg, data, run = copy
+    photo(data/'n01494475_hammerhead.JPEG', 6)
+    real = os.fsync
+    def full(fd):
+        if os.readlink(f'/proc/self/fd/{fd}').endswith('.jsonl'): raise OSError(errno.ENOSPC, 'No space left on device')
+        return real(fd)
+    monkeypatch.setattr(os, 'fsync', full)
+    line = one_line_error(capsys, 'experiment', *TINY_CLI, '--data', data, '--out', run)
+    assert line == f'condbook experiment: error: cannot write {run}/results-0-of-1.jsonl: No space left on device; the rows written before ' \
+                   'are kept: fix that and run the same command to resume', line
+    monkeypatch.setattr(os, 'fsync', real)
+    condbook(capsys, 'experiment', *TINY_CLI, '--data', data, '--out', run, code=0)
+    rows = all_rows(run)
+    assert len(rows) == len({tuple(map(str, (r['file'], r['sha'], r['measurement'], r['eps']))) for r in rows})
+    assert len(measured(cfg, run).file.unique()) == 3
