@@ -15,7 +15,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['condbook', 'condbook.*']),
     include_package_data=True, package_data={'condbook': ['imagenet_wnids.txt']},
     install_requires=cfg['requirements'].split(),
-    extras_require={'dev': cfg['dev_requirements'].split()},
+    extras_require={'dev': cfg['dev_requirements'].split(), 'timm': cfg['timm_requirements'].split()},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md').read(), long_description_content_type='text/markdown',
     zip_safe=False,

@@ -53,3 +53,32 @@ def test_every_parameter_is_rounded(fam):
     for fmt in (Fixed(8), {k: Fixed(8) for k in ro.direct} or Fixed(8)):
         measured, _ = ro.measure(fmt, 'weights')
         assert (measured <= ro.bound(fmt, 'weights')).all()
+
+
+TIMM_SAMPLE = {'efficientnet': 'test_efficientnet', 'vision_transformer': 'test_vit', 'convnext': 'test_convnext',
+               'nfnet': 'test_nfnet', 'byobnet': 'test_byobnet'}  # BatchNormAct2d, SDPA, LayerNorm2d, StdConv2d, ...
+
+
+@pytest.mark.parametrize('fam', sorted(TIMM_SAMPLE))
+def test_timm_family(fam):
+    "timm's classes (subclassed layers, attention through SDPA): every part runs and every bound is above κ(x)."
+    pytest.importorskip('timm')
+    name = 'timm/' + TIMM_SAMPLE[fam]
+    assert family(name) == 'timm/' + fam
+    model = zoo_model(name, smallest_size(name), num_classes=10)
+    row = zoo_row(model, photo(model), draws=2, nb_iter=2, dense=True, widths=(4, 8, 16))
+    check_row(row)
+
+
+def test_timm_subclass_is_traced_into():
+    "timm's BatchNormAct2d (a BatchNorm2d subclass with an activation) is bounded by its real operations, not the BatchNorm rule."
+    pytest.importorskip('timm')
+    from timm.layers import BatchNormAct2d
+    from condbook.estimator import Estimator
+    from condbook.ops import module_entry
+    bn = BatchNormAct2d(4)
+    assert isinstance(bn, torch.nn.BatchNorm2d) and module_entry(bn) is None
+    model = zoo_model('timm/test_efficientnet', 32, num_classes=10)
+    est = Estimator(model, model.input_shape)
+    rules = {n.meta['call'].op.name for n in est.gm.graph.nodes if 'call' in n.meta}
+    assert 'F.batch_norm' in rules and 'batchnorm' not in rules
