@@ -17,7 +17,7 @@ from .bitwidth import Roundoff, make_formats, measure_bits, predict_bits
 from .certify import certify as certify_images
 from .core import (Choice, Float, FolderLock, InputError, Int, Many, Option, OutputError, UserError, atomic_write, checked, full_precision, output_folder,
                            precision_info, precision_line, printable, save_csv, save_figure, sha256_file, write_text)
-from .data import SkippedImage, UnlabelledImages, batches, image_folder, imagenet_categories, read_labels, sample_images
+from .data import SkippedImage, TurnedImage, UnlabelledImages, batches, image_folder, imagenet_categories, read_labels, sample_images
 from .estimator import LOCKSTEP_BYTES, Estimator, UnsupportedOperationError, local_condition, lockstep_budget, record
 from .experiment import (MAX_SIZE, ExperimentConfig, ResultsWarning, check_owner, check_weights, data_name, folder_owner, out_folder,
                          run_experiment, summarize)
@@ -89,7 +89,7 @@ def _report(model, weights, data, labels, limit, out, device, dtype, batch_size,
     settings = dict(command='report', model=model, weights=str(weights), weights_sha256=sha256_file(weights) if ckpt else None,
                     data=data_name(data), labels=data_name(labels), labels_map=sorted(read_labels(labels).items()) if labels else None,
                     limit=limit, size=size, dtype=dtype, batch_size=batch_size, tol=tol, certify=certify)
-    names, rows, kappas = imagenet_categories(), [], []
+    names, rows, kappas, files = imagenet_categories(), [], [], images.files
     bar = tqdm(total=len(images), desc=label, unit='image')
     with contextlib.closing(bar):  # closed on an error too: the error line gets a line of its own
         for x, y, idx in batches(images, transform, batch_size):
@@ -109,10 +109,10 @@ def _report(model, weights, data, labels, limit, out, device, dtype, batch_size,
                         **{k: v.tolist() for k, v in bits.items()})
             cert = certified_columns(net, x, est.lipschitz) if certify else [{} for _ in idx]
             for b, (i, l, p) in enumerate(zip(idx, y.tolist(), pred.tolist())):
-                rows.append(dict(image=images.files[i], label=l, prediction=p, predicted_class=names[p],
+                rows.append(dict(image=files[i], label=l, prediction=p, predicted_class=names[p],
                                  correct=l == p if l >= 0 else None, skipped=r.skipped.get(b, ''), **cert[b],
                                  **{k: v[b] for k, v in cols.items()}, precision=arithmetic))
-            kappas.append(r.per_layer.assign(image=[images.files[idx[b]] for b in r.per_layer.image]))
+            kappas.append(r.per_layer.assign(image=[files[idx[b]] for b in r.per_layer.image]))
             if len(kappas) == 1: stage = _start_report(out, lock, settings); save_csv(est.layers, stage/'layers.csv')
             save_csv(pd.DataFrame(rows), stage/'per_image.csv')
             save_csv(pd.concat(kappas), stage/'per_layer.csv')
@@ -317,10 +317,10 @@ SAID = {'report': lambda p: f'wrote {printable(p.parent)}/: summary.md, per_imag
 def _clean_warnings():
     "Within: every skipped image and repaired results file is shown as one line ('condbook: …'), other warnings as usual."
     with warnings.catch_warnings():
-        for category in (SkippedImage, ResultsWarning, UnlabelledImages): warnings.simplefilter('always', category)
+        for category in (SkippedImage, ResultsWarning, UnlabelledImages, TurnedImage): warnings.simplefilter('always', category)
         show = warnings.showwarning
         def one_line(message, category, *args, **kw):
-            if issubclass(category, (SkippedImage, ResultsWarning, UnlabelledImages)): tqdm.write(f'condbook: {printable(str(message))}', file=sys.stderr)  # above any progress bar
+            if issubclass(category, (SkippedImage, ResultsWarning, UnlabelledImages, TurnedImage)): tqdm.write(f'condbook: {printable(str(message))}', file=sys.stderr)  # above any progress bar
             else: show(message, category, *args, **kw)
         warnings.showwarning = one_line
         yield

@@ -894,3 +894,19 @@ def test_a_full_disk_during_a_run_loses_nothing(capsys, copy, monkeypatch):
     rows = all_rows(run)
     assert len(rows) == len({tuple(map(str, (r['file'], r['sha'], r['measurement'], r['eps']))) for r in rows})
     assert len(measured(cfg, run).file.unique()) == 3
+
+
+def test_a_photo_turned_by_exif(tmp_path):
+    "A photo whose EXIF orientation turns it for display is read as stored (as torchvision reads ImageNet); the first such file is named."
+    from condbook.data import TurnedImage
+    im, exif = Image.fromarray(_rgb()), Image.Exif()
+    exif[0x0112] = 6
+    im.save(tmp_path/'turned.jpg', exif=exif, quality=95); im.save(tmp_path/'plain.jpg', quality=95); im.save(tmp_path/'turned2.jpg', exif=exif, quality=95)
+    images, tf = image_folder(tmp_path), pixel_transform(crop=32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        plain, turned, _ = (images.load(i, tf) for i in range(3))
+    torch.testing.assert_close(plain, turned)  # the pixels as stored
+    assert [(w.category, str(w.message)) for w in caught] == [(TurnedImage, 'turned.jpg: its EXIF orientation (6) turns it for display; condbook reads '
+                                                               'every image as stored, as torchvision reads ImageNet (later files with an orientation are not named)')]
+    assert images.turned == ['turned.jpg', 'turned2.jpg']
