@@ -26,10 +26,11 @@ from .ops import target_name
 
 # %% ../nbs/01_estimator.ipynb #56e00434
 def _timm_notrace()->tuple:
-    "(module classes, functions) that timm marks as not traceable, if timm is loaded."
+    "(module classes, functions) that timm marks as not traceable, if timm is loaded (subclasses of known layers: traced)."
     fx_ = sys.modules.get('timm.layers._fx')
     if fx_ is None: return (), ()
-    return tuple(fx_.get_notrace_modules()), tuple(fx_.get_notrace_functions())
+    known = lambda c: any(t in MODULE_OPS for t in c.__mro__)
+    return tuple(c for c in fx_.get_notrace_modules() if not known(c)), tuple(fx_.get_notrace_functions())
 
 class _LayerTracer(fx.Tracer):
     "An fx tracer that keeps a module whole where a registry rule is written for its code, and traces into the rest."

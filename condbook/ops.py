@@ -9,8 +9,9 @@ __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'SILU_LOWEST'
            'substitute', 'apply_call', 'monotone_interval', 'absolute_map', 'affine_interval', 'Rearrange', 'Dropout',
            'Cast', 'Affine', 'Scale', 'Negate', 'Offset', 'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted',
            'BatchNorm', 'BatchNormFunction', 'Interpolate', 'Elementwise', 'pool_window_counts', 'MaxPool',
-           'window_gaps', 'Softmax', 'LayerNorm', 'GroupNorm', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum', 'Concat',
-           'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
+           'window_gaps', 'Softmax', 'LayerNorm', 'GroupNorm', 'UnitNorm', 'Reach', 'meet', 'times0', 'Arithmetic',
+           'Sum', 'Concat', 'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly',
+           'lipschitz_constant']
 
 # %% ../nbs/00c_ops.ipynb #1938d801
 import math, operator
@@ -688,6 +689,26 @@ class GroupNorm(LayerNorm):
     def parameter_reads(self, call, z, y): return {}
 
 register(GroupNorm('group norm', (nn.GroupNorm,), (F.group_norm,)));
+
+# %% ../nbs/00c_ops.ipynb #26fe6a16
+class UnitNorm(Op):
+    "F.normalize with p = 2: each slice along `dim` divided by max(‖x‖, ε); L = 1/ε, slices of norm ≤ 1."
+    role = 'nonlinear'
+    def parts(self, call)->tuple:
+        "(p, dim with the batch counted, ε)."
+        dim = call.arg(2, 'dim', 1) % call.env[call.node].dim()
+        return call.arg(1, 'p', 2.), dim, call.arg(3, 'eps', 1e-12)
+    def check(self, call):
+        if self.parts(call)[0] != 2: raise UnsupportedOperationError(f'{call.name!r}: F.normalize with p ≠ 2')
+        if self.parts(call)[1] == 0: raise UnsupportedOperationError(f'{call.name!r}: F.normalize across the batch')
+    def lipschitz(self, call, reach=None): return 1 / self.parts(call)[2]
+    def output_bound(self, call): return 1.
+    def slice_bound(self, call): return (self.parts(call)[1], 1.)
+    def interval(self, call, iv):
+        y = call.env[call.node]
+        return -torch.ones_like(y), torch.ones_like(y)
+
+register(UnitNorm('normalize to unit norm', (), (F.normalize,)));
 
 # %% ../nbs/00c_ops.ipynb #905ea67c
 @dataclass
