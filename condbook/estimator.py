@@ -779,14 +779,14 @@ def layer_check(self:Estimator, values:dict, # every node's value at a batch (`r
 class UnsoundRuleError(UnsupportedOperationError):
     "A layer's constant is below what the layer was seen to do: its rule does not describe its code."
 
-def _raise_unsound(est:Estimator, bad:torch.Tensor):
-    "Raise `UnsoundRuleError` for the first layer of `bad` [layers, B] (on the CPU) with a True."
-    hit = bad.any(1).nonzero().flatten()
+def _raise_unsound(est:Estimator, bad):
+    "Raise `UnsoundRuleError` for the first layer of `bad` [layers, B] (a NumPy array) with a True."
+    hit = bad.any(1).nonzero()[0]
     if not len(hit): return
     l = est.layer_list[hit[0]]
     rules = sorted({n.meta['call'].op.name for n in l.nodes if 'call' in n.meta})
     raise UnsoundRuleError(f"layer {l.name!r} (rules: {', '.join(rules)}) moved its output further than its "
-                           f"constant {l.lipschitz:.4g} allows (images {bad[hit[0]].nonzero().flatten().tolist()}): "
+                           f"constant {l.lipschitz:.4g} allows (images {bad[hit[0]].nonzero()[0].tolist()}): "
                            "the rule does not describe this layer's code; no bound is returned")
 
 # %% ../nbs/01_estimator.ipynb #a50da133
@@ -809,12 +809,12 @@ def __call__(self:Estimator, x:torch.Tensor)->Estimate:
         invalid = ((x < lo) | (x > hi)).flatten(1).any(1)
         flags = torch.cat([flags, invalid[None]])
     if self.check: flags = torch.cat([flags, self.layer_check(values, flags.any(0))])
-    flags = flags.cpu()  # the one synchronisation of a call
-    if self.check: _raise_unsound(self, flags[-len(self.layer_list):] if self.layer_list else flags[:0])
+    flags = flags.cpu().numpy()  # the one synchronisation of a call
+    if self.check: _raise_unsound(self, flags[len(flags) - len(self.layer_list):])
     skipped = {b: _SKIP_REASONS[k] for b in range(len(x)) for k in range(3) if flags[k, b]}
     if skipped: warnings.warn('skipped images: ' + '; '.join(f'{b}: {r}' for b, r in sorted(skipped.items())))
     if invalid is not None and flags[3].any():
-        warnings.warn(f'images {flags[3].nonzero().flatten().tolist()} lie outside the input box {list(self.input_box)}, where the '
+        warnings.warn(f'images {flags[3].nonzero()[0].tolist()} lie outside the input box {list(self.input_box)}, where the '
                       'constants of products and attention hold: K(x) is NaN for them')
     est = Estimate(self, x_clean, image_norms(x), out_norm, skipped, invalid)
     est._values = values
