@@ -384,6 +384,7 @@ def run_nodes(gm, nodes, source, value, env, linear=None):
         if isinstance(a, Zero): z = look(a.node); return torch.zeros_like(z) if isinstance(z, torch.Tensor) else 0
         if isinstance(a, (list, tuple)): return type(a)(look(b) for b in a)
         if isinstance(a, dict): return {k: look(b) for k, b in a.items()}
+        if isinstance(a, slice): return slice(look(a.start), look(a.stop), look(a.step))  # x[:, :n] with n a node
         return a
     for n in nodes:
         if linear is not None and n.meta['role'] == 'affine':

@@ -207,6 +207,7 @@ def substitute(call:Call, a, vals:dict, const=None):
     if type(a).__name__ == '_Value': return a.v
     if isinstance(a, (list, tuple)): return type(a)(substitute(call, b, vals, const) for b in a)
     if isinstance(a, dict): return {k: substitute(call, b, vals, const) for k, b in a.items()}
+    if isinstance(a, slice): return slice(*(substitute(call, b, vals, const) for b in (a.start, a.stop, a.step)))
     return a
 
 def apply_call(call:Call, args, kwargs, module=None):
