@@ -86,3 +86,20 @@ def test_a_users_normalising_wrapper_and_shared_operands():
     assert [j.kind for j in est.joins] == ['add', 'concatenate'] and [len(j.inputs) for j in est.joins] == [2, 2]
     ref = dense_local_condition(net, x)
     assert (ref <= r.activation_bound * 1.002).all() and (r.activation_bound <= r.bound).all()
+
+
+def test_tracing_leaves_the_model_as_it_was():
+    "Tracing caches nothing in the model: timm's EfficientFormer-V2 keeps attention biases in a dictionary it fills on use."
+    pytest.importorskip('timm')
+    from condbook.zoo import zoo_model
+    model = zoo_model('timm/efficientformerv2_s0', 32, num_classes=10)
+    caches = [m.attention_bias_cache for m in model.modules() if hasattr(m, 'attention_bias_cache')]
+    assert caches and not any(caches)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad(): before = model(x)
+    assert any(caches)  # eval-mode forward passes fill the cache
+    saved = [dict(c) for c in caches]
+    bounds = [Estimator(model, model.input_shape)(x).bound for _ in range(2)]  # a second Estimator on the same model
+    torch.testing.assert_close(bounds[0], bounds[1])
+    assert all(c.keys() == s.keys() and all(c[k] is s[k] for k in s) for c, s in zip(caches, saved))
+    with torch.no_grad(): torch.testing.assert_close(model(x), before)
