@@ -250,7 +250,8 @@ def node_role(node:fx.Node, # a node of `gm`, in topological order
             op = lookup(kind, target)
             where = f"node {node.name!r} (module {_where(node)!r})"
             if op is None:
-                raise UnsupportedOperationError(f"unsupported operation in {where}: {kind} {target_name(target)}")
+                raise UnsupportedOperationError(f"unsupported operation in {where}: {kind} {target_name(target)} "
+                                                "(no rule in condbook.ops: add an entry, or replace it)")
             inputs = _varying_inputs(node, varying, op.shape_args)
         if inputs and node.op != 'get_attr' and _has_tensors(env[node]):  # beyond arguments giving only a shape
             if not isinstance(env[node], torch.Tensor) and op.role != 'constant':
