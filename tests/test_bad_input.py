@@ -910,3 +910,11 @@ def test_a_photo_turned_by_exif(tmp_path):
     assert [(w.category, str(w.message)) for w in caught] == [(TurnedImage, 'turned.jpg: its EXIF orientation (6) turns it for display; condbook reads '
                                                                'every image as stored, as torchvision reads ImageNet (later files with an orientation are not named)')]
     assert images.turned == ['turned.jpg', 'turned2.jpg']
+
+
+def test_two_names_that_escape_alike_are_refused(tmp_path):
+    "b'a\\xe9.png' is written a\\xe9.png, like a file named so with a backslash: the two would share their rows, so the folder is refused."
+    odd_file(tmp_path, b'n01440764_\xe9.png'); photo(tmp_path/'n01440764_\\xe9.png', 1)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path}: the file names n01440764_\\xe9.png are the same once their bytes that are not "
+                                                   "UTF-8 are written as \\xNN: rename one of them")):
+        image_folder(tmp_path)
