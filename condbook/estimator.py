@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['CHECKED_IMAGES', 'LOCKSTEP_BYTES', 'out_of_place', 'untouched', 'additive_mask', 'attention_math', 'written_out',
            'trace', 'record', 'fuse_items', 'node_role', 'resolve', 'Layer', 'Piece', 'Join', 'build_layers',
-           'run_nodes', 'propagate', 'downstream', 'elementwise_tail', 'Estimate', 'check_batch', 'Estimator',
-           'secant_excess', 'UnsoundRuleError', 'lockstep_budget', 'local_condition']
+           'run_nodes', 'propagate', 'downstream', 'elementwise_tail', 'Estimate', 'check_batch', 'check_graph',
+           'Estimator', 'secant_excess', 'UnsoundRuleError', 'lockstep_budget', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import contextlib, copy, inspect, math, operator, os, sys, traceback, warnings
@@ -271,7 +271,10 @@ def resolve(gm:fx.GraphModule, # a traced network
             x:torch.Tensor, # an input [B, *input_shape]
            )->dict:
     "Record `gm` at `x`, fuse tuple items, and resolve every node against the registry; the recorded values."
-    env = record(gm, x)
+    try: env = record(gm, x)
+    except Exception as e:
+        raise UnsupportedOperationError(f"the traced graph does not run ({str(e).strip().splitlines()[0][:200]}): the "
+                                        "model's code depends on sizes or values that tracing fixed") from e
     if fuse_items(gm, env): env = record(gm, x)
     varying = set()
     for n in gm.graph.nodes: node_role(n, gm, env, varying)
@@ -523,6 +526,18 @@ def check_batch(gm:fx.GraphModule, env:dict, # recorded at one image
         raise UnsupportedOperationError("the network's output for one image changes with the other images of the "
                                         "batch (batch statistics?): condbook bounds each image on its own")
 
+# %% ../nbs/01_estimator.ipynb #b876345f
+def check_graph(model:nn.Module, env:dict, # recorded at one input
+                output:fx.Node):
+    "Refuse a traced graph whose output differs from the model's at the recorded input."
+    x = next(env[n] for n in output.graph.nodes if n.op == 'placeholder')
+    with torch.no_grad(): ref = model(x)
+    got = env[output]
+    if not isinstance(ref, torch.Tensor) or ref.shape != got.shape or not torch.allclose(
+            got, ref, rtol=1e-3, atol=1e-4 * ref.abs().max().item() + 1e-30):
+        raise UnsupportedOperationError("the traced graph computes other values than the model (code that reads "
+                                        "sizes, flags or caches was fixed while tracing): condbook cannot bound it")
+
 # %% ../nbs/01_estimator.ipynb #75e8f52c
 class Estimator:
     "Condition-number bounds of an image classifier in eval mode, on inputs of `input_shape` in the box `input_box`."
@@ -547,6 +562,7 @@ class Estimator:
         self.input_node = next(n for n in self.gm.graph.nodes if n.op == 'placeholder')
         self.gm_output = next(n for n in self.gm.graph.nodes if n.op == 'output').args[0]
         check_batch(self.gm, self.env, self.layer_list, self.ops, self.gm_output, self.input_box)
+        check_graph(model, self.env, self.gm_output)
         self.pieces = [o for o in self.ops if isinstance(o, Piece)]
         self.joins = [o for o in self.ops if isinstance(o, Join)]
         self._linear, self._node_constants = {}, {}
