@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['ATTACKS', 'DEFAULT_EPS', 'AttackResult', 'zero_gradients', 'advertorch_attacks', 'output_distortion',
-           'make_adversary', 'frozen', 'run_attack', 'attack_amplification', 'certified_radius', 'ddn', 'flip_radius',
+           'make_adversary', 'run_attack', 'attack_amplification', 'certified_radius', 'ddn', 'flip_radius',
            'attack_amplification_table']
 
 # %% ../nbs/03_attacks.ipynb #7d3521d9
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import full_precision, image_norms, logit_margin, module_like, require_eval
+from .core import frozen, full_precision, image_norms, logit_margin, module_like, require_eval
 
 # %% ../nbs/03_attacks.ipynb #72787980
 def zero_gradients(x):
@@ -65,16 +65,6 @@ def make_adversary(model:nn.Module, # classifier on pixel-space images in [0, 1]
 
 # %% ../nbs/03_attacks.ipynb #fe2838f8
 AttackResult = namedtuple('AttackResult', 'x_adv amplification flipped distance')  # [B, C, H, W], [B], [B], [B]
-
-# %% ../nbs/03_attacks.ipynb #c5b3fcf5
-@contextlib.contextmanager
-def frozen(model:nn.Module):
-    "Within the block, `model`'s parameters need no gradient."
-    flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try: yield model
-    finally:
-        for p, f in zip(model.parameters(), flags): p.requires_grad_(f)
 
 # %% ../nbs/03_attacks.ipynb #55c61a68
 @full_precision()

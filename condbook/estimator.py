@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from torch import fx, nn
 from torch.func import vjp
 from tqdm.auto import tqdm
-from .core import image_norms, jacobian_products, math_attention, module_like, require_eval
+from .core import frozen, image_norms, jacobian_products, math_attention, module_like, require_eval
 from .norms import adjoint, cached, constant_key, linear_map_norm, linear_part, operator_norm, seeded_start
 from .norms import KRYLOV_DIM, top_singular_value, top_singular_values
 from .ops import MODULE_OPS, Call, Reach, TupleItem, UnsupportedOperationError, Zero, lookup, module_entry
@@ -916,7 +916,8 @@ def local_condition(model:nn.Module, # classifier in eval mode
     def scaled(v):
         y = model(v)
         return y / scale.view(-1, *[1] * (y.dim() - 1))
-    _, matvec, rmatvec = jacobian_products(scaled, x)
-    res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
-                             max_applications=max_applications)
+    with frozen(model):  # the input's derivatives only; no graph kept in what the model caches
+        _, matvec, rmatvec = jacobian_products(scaled, x)
+        res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
+                                 max_applications=max_applications)
     return torch.where(zero, math.nan, res.sigma.double() * image_norms(x).double())
