@@ -437,13 +437,16 @@ class Roundoff:
     @full_precision()
     def __init__(self, est:Estimator, x:torch.Tensor,
                  draws=8, # Gaussian output directions of the RMS error estimate (0: only the margin's)
-                 calibration:Calibration=None, # static activation ranges: the deployed network (fused points, BatchNorm folded)
-                 deployed=None): # the deployed network without activation ranges (weights, floating point); default: whether calibrated
+                 calibration:Calibration=None, # static ranges of the fixed-point activations (nothing else)
+                 fold_batchnorm=False, # as deployed: BatchNorm folded, the weights of linear maps alone rounded, fused points
+                 deployed=None): # the former name of `fold_batchnorm` (a caller passing it gets what it got)
+        if deployed is not None and fold_batchnorm and not deployed:
+            raise ValueError('deployed is the former name of fold_batchnorm: pass one of them')
         self.est, self.x, self.draws, self.calibration = est, est.check_input(x), draws, calibration
         with torch.no_grad(): self.logits = est.gm(self.x)
         self._values = None
         self.out_norm, self.margin = image_norms(self.logits).double(), logit_margin(self.logits)
-        self.deployed = calibration is not None if deployed is None else deployed
+        self.deployed = bool(fold_batchnorm if deployed is None else deployed)  # never implied by `calibration`
         self.points = calibration.points if calibration is not None else rounding_points(est, fused=self.deployed)
         self.point_set = set(self.points)
         self.rounded = weight_modules(est) if self.deployed else rounded_parameters(est)
@@ -460,8 +463,8 @@ class Roundoff:
         return self._values
 
     def is_static(self, fmt)->bool:
-        "Whether activations in `fmt` are rounded on static ranges (deployed fixed point)."
-        if not (self.deployed and isinstance(fmt, Fixed)): return False
+        "Whether activations in `fmt` are rounded on static ranges (fixed point with `calibration`)."
+        if not isinstance(fmt, Fixed) or not (self.deployed or self.calibration is not None): return False
         if self.calibration is None: raise ValueError('fixed-point activations as deployed need static ranges: pass calibration= (images or `calibrate`)')
         return True
 
@@ -1040,12 +1043,16 @@ def sampled_agreement(self:Roundoff, fmt, target:str,
 
 
 # %% ../nbs/04_bitwidth.ipynb #6f19972e
-def roundoff(model:nn.Module, x:torch.Tensor, est=None, draws=8, calibration=None)->Roundoff:
+def roundoff(model:nn.Module, x:torch.Tensor, est=None, draws=8, calibration=None,
+             fold_batchnorm=None)->Roundoff: # None: a `Roundoff`'s own, else False
     "A `Roundoff` analysis of `model` at `x` [B, C, H, W] (reusing the estimator `est`; `calibration`: images or a `Calibration`)."
-    if isinstance(model, Roundoff): return model
+    if isinstance(model, Roundoff):
+        if fold_batchnorm is not None and model.deployed != fold_batchnorm:
+            raise ValueError(f'this Roundoff has fold_batchnorm={model.deployed}: pass the same, or make another')
+        return model
     est = est or Estimator(model, input_shape=tuple(x.shape[1:]))
     if isinstance(calibration, torch.Tensor): calibration = calibrate(est, calibration)
-    return Roundoff(est, x, draws, calibration)
+    return Roundoff(est, x, draws, calibration, bool(fold_batchnorm))
 
 def predict_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of it at `x`)
                  x:torch.Tensor, # batch [B, C, H, W]
@@ -1058,9 +1065,10 @@ def predict_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of 
                  bits=None, # widths to scan (default `width_grid(fmt)`)
                  est=None, # an `Estimator` of `model` to reuse
                  calibration=None, # calibration images (or a `Calibration`): static activation ranges, as deployed
+                 fold_batchnorm=None, # BatchNorm folded, the weights of linear maps alone rounded (as deployed); None: False, or a `Roundoff`'s own
                 )->torch.Tensor:
     "Predicted minimal safe width per image [B] (inf beyond the scanned widths), every width at once."
-    ro = roundoff(model, x, est, 0, calibration)
+    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     bits = list(bits or width_grid(fmt))
     return minimal_bits(ro.safe(make_formats(fmt, bits, per_channel, exp_bits, ro.x.device), target, kind, confidence), bits)
 
@@ -1073,9 +1081,10 @@ def measure_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of 
                  bits=None, # widths to scan (default `width_grid(fmt, measured=True)`)
                  est=None, # an `Estimator` of `model` to reuse
                  calibration=None, # calibration images (or a `Calibration`): static activation ranges, as deployed
+                 fold_batchnorm=None, # BatchNorm folded, the weights of linear maps alone rounded (as deployed); None: False, or a `Roundoff`'s own
                 )->torch.Tensor:
     "Measured minimal width per image [B]: the smallest from which on quantizing never changes the top-1 class."
-    ro = roundoff(model, x, est, 0, calibration)
+    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     bits = bits or width_grid(fmt, measured=True, dtype=ro.x.dtype)
     ok = torch.stack([ro.measure(make_format(fmt, b, per_channel, exp_bits), target)[1] for b in bits], 1)
     return minimal_bits(ok, bits)
@@ -1085,21 +1094,22 @@ def predict_agreement(model:nn.Module, # classifier in eval mode (or a `Roundoff
                       fmt='fixed', # 'fixed' (bits: total) or 'float' (bits: mantissa)
                       target='weights', # 'weights', 'activations' or 'both'
                       bits=8, # a width, a list of widths, {module: width} (`allocate_bits`) or `Widths(weights, activations)`
-                      per_channel=True, # fixed-point weights: one scale per output channel (as deployed)
+                      per_channel=True, # fixed-point weights: one scale per output channel (as deployed); None: False, or a `Roundoff`'s own
                       exp_bits=8, # floating point: exponent bits
                       calibration=None, # calibration images (or a `Calibration`): static activation ranges; None: per-image scales
                       est=None, # an `Estimator` of `model` to reuse
-                      pairs=4): # antithetic pairs of draws of the statistical model per width; 0: the linearised Gaussian model (no forward pass)
+                      pairs=4, # antithetic pairs of draws of the statistical model per width; 0: the linearised Gaussian model (no forward pass)
+                      fold_batchnorm=None): # BatchNorm folded, the weights of linear maps alone rounded (as deployed); None: False, or a `Roundoff`'s own
     "Predicted fraction of the images in `x` whose top-1 class survives (a tensor [W] for a list of widths), without quantizing."
-    ro = roundoff(model, x, est, 0, calibration)
+    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     fmts = make_formats(fmt, bits, per_channel, exp_bits, ro.x.device)
     p = ro.sampled_agreement(fmts, target, pairs) if pairs else ro.agreement(fmts, target)
     return p.mean(0) if p.dim() == 2 else p.mean().item()
 
 def measure_agreement(model:nn.Module, x:torch.Tensor, fmt='fixed', target='weights', bits=8, per_channel=True, exp_bits=8,
-                      calibration=None, est=None): # the arguments of `predict_agreement`
+                      calibration=None, est=None, fold_batchnorm=None): # the arguments of `predict_agreement`
     "Measured fraction of the images in `x` whose top-1 class survives quantizing (a tensor [W] for a list of widths)."
-    ro = roundoff(model, x, est, 0, calibration)
+    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     if isinstance(bits, (list, tuple, range, torch.Tensor, np.ndarray)) and not isinstance(bits, Widths):  # several widths, one at a time
         return torch.stack([ro.measure(make_formats(fmt, int(b), per_channel, exp_bits), target)[1].double().mean() for b in bits])
     return ro.measure(make_formats(fmt, bits, per_channel, exp_bits), target)[1].double().mean().item()
@@ -1519,14 +1529,14 @@ def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # cali
     else:
         parts = {None: [], act_bits: []}
         for xb in tqdm(x.split(batch_size), desc='statistical sensitivities', disable=not progress, leave=False):
-            r = Roundoff(est, xb, draws=0, calibration=calibration)
+            r = Roundoff(est, xb, draws=0, calibration=calibration, fold_batchnorm=True)
             r.families = {('weights', ('fixed', True)), ('activations', 'static')}
             for a in parts: parts[a].append(weight_sensitivities(r, 'statistical', per_channel=True, act=None if a is None else Fixed(a)))
         sens = {('statistical', a): _combine_statistical(p) for a, p in parts.items()}
-        r = Roundoff(est, x[:8], draws=0, calibration=calibration)
+        r = Roundoff(est, x[:8], draws=0, calibration=calibration, fold_batchnorm=True)
         sens['bound'], sens['uniform'] = weight_sensitivities(r, 'bound', per_channel=True), weight_sensitivities(r, 'uniform', per_channel=True)
         xh, yh = x[:hessian_images], labels[:hessian_images].to(x.device)
-        r = Roundoff(est, xh, draws=0, calibration=calibration)
+        r = Roundoff(est, xh, draws=0, calibration=calibration, fold_batchnorm=True)
         sens['hessian'] = weight_sensitivities(r, 'hessian', per_channel=True, labels=torch.where(yh >= 0, yh, r.logits.argmax(1)), samples=hessian_samples)
         atomic_write(sens_path, lambda tmp: tmp.write_text(_sensitivities_to_json(sens)))
     rows = []
@@ -1544,7 +1554,7 @@ def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # cali
 @torch.no_grad()
 def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:pd.DataFrame, widths, tensor_widths, act_bits, act_calibration, pairs=4)->pd.DataFrame:
     "The study's rows for one batch: per image, setting, target and width, the probability of keeping the top-1 class (linearised and sampled) and the class obtained."
-    ro = {c: Roundoff(est, x, draws=0, calibration=cal) for c, cal in calibrations.items()}
+    ro = {c: Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True) for c, cal in calibrations.items()}
     exps = tuple(sorted({FLOAT_FORMATS[n].exp_bits for n in STUDY_FLOATS}))
     ro['max'].exp_bits = exps
     ro['max'].families = {('weights', ('fixed', True)), ('weights', ('fixed', False)), ('activations', 'static')} | {(p, ('float', e)) for p in ('weights', 'activations') for e in exps}

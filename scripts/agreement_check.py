@@ -51,7 +51,7 @@ def pending_batches(folder:Path, est, x:torch.Tensor, ev:torch.Tensor, batch:int
     folder.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(ev), batch):
         path, idx = folder/f'{start:04d}.csv.gz', ev[start:start + batch]
-        if not path.exists(): yield path, start, idx, Roundoff(est, x[idx], draws=0, calibration=calibration)
+        if not path.exists(): yield path, start, idx, Roundoff(est, x[idx], draws=0, calibration=calibration, fold_batchnorm=True)
 
 def draw_columns(ro:Roundoff, fmt, target:str, pairs:int, seed=0)->dict:
     "Row columns: the sampled prediction per photo and each draw's outcome (`kept_by_draws`: draw_2s is seed s, draw_2s+1 its mirror)."

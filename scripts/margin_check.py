@@ -31,7 +31,7 @@ def study_photos(data:str)->tuple:
 def deployed_analysis(data:str, n:int)->Roundoff:
     "EfficientNet-Lite0 as deployed (static ranges from 64 of the study's calibration photos) at the first `n` of its evaluation photos."
     est, x, cal, ev = study_photos(data)
-    return Roundoff(est, x[ev[:n]], draws=0, calibration=calibrate(est, x[cal[:64]]))
+    return Roundoff(est, x[ev[:n]], draws=0, calibration=calibrate(est, x[cal[:64]]), fold_batchnorm=True)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])

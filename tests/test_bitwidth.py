@@ -50,7 +50,7 @@ def test_bound_holds_and_predictions_bracket_measurement():
     net, x = residual_net(), torch.rand(4, 3, 12, 12)
     est = Estimator(net, (3, 12, 12), cache=False)
     cal = calibrate(est, torch.rand(16, 3, 12, 12), 'percentile', percentile=99.)  # clips: the bound must cover clipping too
-    for ro in (Roundoff(est, x), Roundoff(est, x, calibration=cal)):
+    for ro in (Roundoff(est, x), Roundoff(est, x, calibration=cal, fold_batchnorm=True)):
         for fmt in (Fixed(4), Fixed(8, per_channel=True), Float(3), Float(6, 5)):
             for target in TARGETS:
                 err, _ = ro.measure(fmt, target)
@@ -65,7 +65,7 @@ def test_bound_holds_and_predictions_bracket_measurement():
 def test_a_vector_of_widths_gives_the_numbers_of_each_width():
     net, x = residual_net(), torch.rand(3, 3, 12, 12)
     est = Estimator(net, (3, 12, 12), cache=False)
-    ro = Roundoff(est, x, calibration=calibrate(est, torch.rand(8, 3, 12, 12)))
+    ro = Roundoff(est, x, calibration=calibrate(est, torch.rand(8, 3, 12, 12)), fold_batchnorm=True)
     widths = [3, 6, 11]
     for fmt in ('fixed', 'float'):
         vec = make_formats(fmt, widths, per_channel=True)
@@ -96,8 +96,8 @@ def test_predicted_agreement_follows_the_measured_one():
     # the ~2000 weights of this net are rounded once for all images: below 8 bits their errors do not average out image by image
     # (measured at 5-6 bits: off by ~0.12), so weights are held to 8 bits and up; activations (fresh errors per image) from 6 bits (at 5 the linearisation is off by ~0.08)
     for target, widths in (('weights', [8, 10, 12]), ('activations', [6, 8, 10]), ('both', [8, 10, 12])):
-        p = predict_agreement(net, x, 'fixed', target, widths, calibration=cal, est=est)
-        m = measure_agreement(net, x, 'fixed', target, widths, calibration=cal, est=est)
+        p = predict_agreement(net, x, 'fixed', target, widths, calibration=cal, est=est, fold_batchnorm=True)
+        m = measure_agreement(net, x, 'fixed', target, widths, calibration=cal, est=est, fold_batchnorm=True)
         assert (p - m).abs().max() < 0.05, (target, p, m)
         assert m[-1] >= m[0] and p[-1] > p[0]
     sig = torch.tensor([[1e-4, 1e4]], dtype=torch.float64)
@@ -110,7 +110,7 @@ def test_sampled_agreement_holds_where_the_linearisation_fails():
     net, images = toy_classifier()
     est = Estimator(net, (3, 12, 12), cache=False)
     x, cal = images(300, 2), calibrate(est, images(100, 3))
-    ro = Roundoff(est, x, draws=0, calibration=cal)
+    ro = Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True)
     widths = [4, 6]
     sampled, linearised = (predict_agreement(ro, x, 'fixed', 'activations', widths, pairs=k) for k in (4, 0))
     measured = measure_agreement(ro, x, 'fixed', 'activations', widths)
@@ -125,7 +125,7 @@ def test_allocations_respect_the_budget_and_the_statistical_one_keeps_most():
     net, images = toy_classifier()
     est = Estimator(net, (3, 12, 12), cache=False)
     cal = calibrate(est, images(100, 3))
-    ro_cal, ro_eval = Roundoff(est, images(200, 3), draws=0, calibration=cal), Roundoff(est, images(300, 2), draws=0, calibration=cal)
+    ro_cal, ro_eval = (Roundoff(est, images(n, seed), draws=0, calibration=cal, fold_batchnorm=True) for n, seed in ((200, 3), (300, 2)))
     budget = 5
     sens = {m: weight_sensitivities(ro_cal, m, per_channel=True, samples=4) for m in ALLOCATIONS}
     allocs = {m: allocate_bits(s, budget, lo=2, hi=8) for m, s in sens.items()}
@@ -169,7 +169,7 @@ def test_bitwidth_makes_no_tensor_off_the_data_device():
     cal = calibrate(est, torch.rand(4, 3, 12, 12))
     with torch.device('meta'):
         for c in (None, cal):
-            ro = Roundoff(est, x, draws=2, calibration=c)
+            ro = Roundoff(est, x, draws=2, calibration=c, fold_batchnorm=c is not None)
             for fmt in ('fixed', 'float'):
                 predict_bits(ro, x, fmt, 'both', kind='estimate'), predict_bits(ro, x, fmt, 'both', bits=range(2, 12))
                 measure_bits(ro, x, fmt, 'both', bits=range(4, 6))
@@ -254,3 +254,24 @@ def test_agreement_check_adds_later_seeds_draws_to_a_run(tmp_path):
     assert s.draw_5.iloc[0] == 75 and pd.isna(s.draw_5.iloc[1]) and s.draw_6.isna().all()  # each draw's agreement, where it ran for every photo
     # at 5 bits each photo has seeds 0 and 1 alone: p = .75, 1, .75, .5 from 4 draws each, p(1 − p)·4/3
     assert s['photo sd'].iloc[1] == pytest.approx(100 * ((.1875 + .1875 + .25) * 4 / 3) ** .5 / 4, abs=0.01)
+
+
+def test_batchnorm_folding_is_explicit_and_calibration_does_not_imply_it():
+    "issue 38: `calibration` used to switch BatchNorm folding on for the weights; now only `fold_batchnorm` does."
+    net, x = residual_net(), torch.rand(4, 3, 12, 12)
+    est = Estimator(net, (3, 12, 12), cache=False)
+    cal = calibrate(est, torch.rand(8, 3, 12, 12))
+    plain, cal_only = Roundoff(est, x, draws=0), Roundoff(est, x, draws=0, calibration=cal)
+    folded = Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True)
+    names = lambda ro: {k: r.names for k, r in ro.rounded.items()}
+    assert names(cal_only) == names(plain) and cal_only.folds == {} and not cal_only.deployed
+    assert any('bias' in n for n in names(plain).values()) and all(n == ('weight',) for n in names(folded).values())
+    assert sorted(folded.folds) == ['2.conv1', '2.conv2']       # the two convolutions followed by a BatchNorm
+    for fmt in (Fixed(4), Fixed(6, per_channel=True)):
+        assert torch.equal(cal_only.measure(fmt, 'weights')[0], plain.measure(fmt, 'weights')[0])
+        assert not torch.allclose(folded.measure(fmt, 'weights')[0], plain.measure(fmt, 'weights')[0], rtol=1e-3)
+    assert measure_agreement(folded, x, 'fixed', 'weights', 4) == measure_agreement(net, x, 'fixed', 'weights', 4, calibration=cal, est=est,
+                                                                                    fold_batchnorm=True)
+    with pytest.raises(ValueError, match='fold_batchnorm=True'): measure_bits(folded, x, fold_batchnorm=False)
+    with pytest.raises(ValueError, match='former name'): Roundoff(est, x, deployed=False, fold_batchnorm=True)
+    assert Roundoff(est, x, draws=0, deployed=True).deployed                # the former name still works
