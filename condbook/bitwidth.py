@@ -1044,7 +1044,8 @@ def sampled_agreement(self:Roundoff, fmt, target:str,
 
 # %% ../nbs/04_bitwidth.ipynb #6f19972e
 def roundoff(model:nn.Module, x:torch.Tensor, est=None, draws=8, calibration=None,
-             fold_batchnorm=None)->Roundoff: # None: a `Roundoff`'s own, else False
+             fold_batchnorm=None, # None: a `Roundoff`'s own, else False
+            )->Roundoff:
     "A `Roundoff` analysis of `model` at `x` [B, C, H, W] (reusing the estimator `est`; `calibration`: images or a `Calibration`)."
     if isinstance(model, Roundoff):
         if fold_batchnorm is not None and model.deployed != fold_batchnorm:
