@@ -275,3 +275,35 @@ def test_batchnorm_folding_is_explicit_and_calibration_does_not_imply_it():
     with pytest.raises(ValueError, match='fold_batchnorm=True'): measure_bits(folded, x, fold_batchnorm=False)
     with pytest.raises(ValueError, match='former name'): Roundoff(est, x, deployed=False, fold_batchnorm=True)
     assert Roundoff(est, x, draws=0, deployed=True).deployed                # the former name still works
+
+
+def test_backend_presets_match_torch_ao_fake_quantization():
+    "issue 38: condbook's emulation under a preset gives the logits of torch.ao's own FakeQuantize modules (conv-BN-ReLU x2, linear)."
+    import dataclasses, warnings
+    from condbook.backends import PRESETS, QuantSpec, observe, spec_agreement, spec_logits, torch_fake_quant
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.BatchNorm2d(16),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
+    with torch.no_grad():
+        for m in cnn.modules():
+            if isinstance(m, nn.BatchNorm2d): m.running_var.uniform_(0.5, 2); m.weight.uniform_(0.5, 1.5); m.bias.normal_(); m.running_mean.normal_()
+    g = torch.Generator().manual_seed(1)
+    x_cal, x = torch.rand(32, 3, 16, 16, generator=g), torch.rand(48, 3, 16, 16, generator=g)
+    est = Estimator(cnn, (3, 16, 16), cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for name, bits in (('fx_x86', 8), ('fx_qnnpack', 6), ('xnnpack', 4)):
+            spec = PRESETS[name]
+            with torch.no_grad(): ref = torch_fake_quant(cnn, x_cal, spec, bits)(x)
+            ours = spec_logits(est, x, spec, bits, observe(est, x_cal, spec))
+            assert (ours - ref).abs().max() < 1e-5 and torch.equal(ours.argmax(1), ref.argmax(1)), name
+            changes = [dict(reduce_range=not spec.reduce_range), dict(weight_range={'full': 'narrow', 'narrow': 'full'}[spec.weight_range]),
+                       dict(per_channel=not spec.per_channel), dict(placement='before')]
+            changes += [] if spec.per_channel else [dict(fold_batchnorm=False)]  # per channel, folding is exact: each scale follows k_c
+            for change in changes:
+                other = dataclasses.replace(spec, **change)
+                assert (spec_logits(est, x, other, bits, observe(est, x_cal, other)) - ref).abs().max() > 1e-3, (name, change)
+    assert 0 <= spec_agreement(est, x, PRESETS['xnnpack'], 3, observe(est, x_cal, PRESETS['xnnpack'])) < 1
+    with pytest.raises(ValueError, match="observer 'histogram'.*no implementation"):
+        observe(est, x_cal, dataclasses.replace(PRESETS['pt2e_x86'], observer='histogram'))
+    with pytest.raises(ValueError, match="unknown activations 'asymmetric'"): QuantSpec(activations='asymmetric')
