@@ -685,6 +685,7 @@ class VarianceWeights:
         self.fold = None if fold is None else fold.to(t.dtype).reshape(-1, *[1] * (t.dim() - 1))
         if self.fold is not None: t = t * self.fold
         self.t, self.batched, self.nonzero, self._ulp = t, batched, t != 0, {}
+        self.dense = not batched and bool(self.nonzero.all())  # a parameter without zeros: its mask multiplies by 1, skipped
         self.exp_bits = tuple(exp_bits) if isinstance(exp_bits, (tuple, list)) else (exp_bits,)
         self.amax2 = {pc: groups_of(t, pc, batched).abs().amax(1).double() ** 2 for pc in (False, True)}
         self.static = None
@@ -710,11 +711,13 @@ class VarianceWeights:
             if want(('float', e)):
                 ulp, scale = self.ulp(e)
                 out[('float', e)] = total(ulp) * (put(scale.reshape(1)) if self.batched else scale)
+        masked = lambda: g2 if self.dense else put(self.nonzero) * g2  # the same numbers: a product by 1 is exact
         if want(('fixed', False)) or (want(('fixed', True)) and items <= 1):
-            out[('fixed', False)] = total(self.nonzero) * (put(self.amax2[False]) if self.batched else self.amax2[False][0])
+            n2 = masked().flatten(g2.dim() - items).sum(-1, dtype=torch.float64)
+            out[('fixed', False)] = n2 * (put(self.amax2[False]) if self.batched else self.amax2[False][0])
         if want(('fixed', True)):
             if items > 1:  # one scale per channel: the channel is the first dimension of an item
-                per_c = (put(self.nonzero) * g2).flatten(g2.dim() - items + 1).sum(-1, dtype=torch.float64)
+                per_c = masked().flatten(g2.dim() - items + 1).sum(-1, dtype=torch.float64)
                 a2 = self.amax2[True].reshape(len(self.t), *(1,) * lead, -1) if self.batched else self.amax2[True]
                 out[('fixed', True)] = (per_c * a2).sum(-1)
             else: out[('fixed', True)] = out[('fixed', False)]
@@ -851,6 +854,13 @@ def tensor_modules(self:Roundoff)->list:
     return [name for name, _, _, ps in rounded_tensors(self.est, self.rounded) for _ in ps]
 
 def _family(fmt): return ('float', fmt.exp_bits) if isinstance(fmt, Float) else ('fixed', fmt.per_channel)
+
+@patch
+def needed_families(self:Roundoff, fmt, target:str)->set:
+    "The (part, family) pairs of `sensitivity` that the variance of `target` rounded to `fmt` reads (`families`: compute these alone)."
+    w, a = _parts(fmt, target)
+    out = {('weights', _family(f)) for f in (w.values() if isinstance(w, Mapping) else [w]) if f is not None}
+    return out | ({('activations', 'static' if self.is_static(a) else _family(a))} if a is not None else set())
 
 def _width_factor(fmt):
     "The width part of σ²: 1/(12 Q²) in fixed point, 4^-p/12 in floating point (a number, or a tensor of widths)."
@@ -1071,7 +1081,9 @@ def predict_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of 
     "Predicted minimal safe width per image [B] (inf beyond the scanned widths), every width at once."
     ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     bits = list(bits or width_grid(fmt))
-    return minimal_bits(ro.safe(make_formats(fmt, bits, per_channel, exp_bits, ro.x.device), target, kind, confidence), bits)
+    fmts = make_formats(fmt, bits, per_channel, exp_bits, ro.x.device)
+    if ro is not model and kind == 'estimate': ro.families = ro.needed_families(fmts, target)  # its own: what it reads
+    return minimal_bits(ro.safe(fmts, target, kind, confidence), bits)
 
 def measure_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of it at `x`)
                  x:torch.Tensor, # batch [B, C, H, W]
@@ -1104,6 +1116,7 @@ def predict_agreement(model:nn.Module, # classifier in eval mode (or a `Roundoff
     "Predicted fraction of the images in `x` whose top-1 class survives (a tensor [W] for a list of widths), without quantizing."
     ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     fmts = make_formats(fmt, bits, per_channel, exp_bits, ro.x.device)
+    if ro is not model and not pairs: ro.families = ro.needed_families(fmts, target)  # its own: what it reads
     p = ro.sampled_agreement(fmts, target, pairs) if pairs else ro.agreement(fmts, target)
     return p.mean(0) if p.dim() == 2 else p.mean().item()
 

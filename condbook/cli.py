@@ -21,7 +21,7 @@ from .data import SkippedImage, TurnedImage, UnlabelledImages, batches, image_fo
 from .estimator import LOCKSTEP_BYTES, Estimator, UnsupportedOperationError, local_condition, lockstep_budget, record
 from .experiment import (MAX_SIZE, ExperimentConfig, ResultsWarning, check_owner, check_weights, data_name, folder_owner, out_folder,
                          run_experiment, summarize)
-from .models import MODELS, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
+from .models import MODELS, ModelName, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
 from .norms import adjoint, counting_transfers, power_iteration, seeded_start, top_singular_value
 from .perturb import parameter_trials
 from .plots import plot_condition, plot_layer_kappa
@@ -29,7 +29,7 @@ from .plots import plot_condition, plot_layer_kappa
 # %% ../nbs/07_cli.ipynb #d675c495
 @checked
 @full_precision()
-def report(model:Choice(*MODELS)='efficientnet_lite0', # the network (`condbook.models.MODELS`)
+def report(model:ModelName()='efficientnet_lite0', # the network (`condbook.models.MODELS`, or timm/ARCH)
            weights:str='imagenet', # 'imagenet', 'untrained' or a checkpoint file
            data:str=None, # image folder; None: the photographs shipped with scikit-image
            labels:str=None, # labels file mapping class folders that are not WordNet ids to ImageNet classes: `NAME CLASS` a line
@@ -79,7 +79,7 @@ def _finish_report(out, stage):
 
 def _report(model, weights, data, labels, limit, out, device, dtype, batch_size, size, tol, certify, images, lock):
     "`report` once its folder and images are checked."
-    net = load_model(model, weights, device=device, dtype=getattr(torch, dtype))
+    net = load_model(model, weights, device=device, dtype=getattr(torch, dtype), size=size)
     shape, transform = (net.input_shape, net.transform) if size is None else ((3, size, size), pixel_transform(crop=size))
     check_weights(net, shape)
     label = net.label + ('' if size is None else f', {size}×{size} input')
@@ -199,7 +199,7 @@ def _layer_norm_costs(est, tol, power_cap):
 # %% ../nbs/07_cli.ipynb #e9519a12
 @checked
 @full_precision()
-def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`; untrained weights)
+def bench(model:ModelName()='vgg19', # the network (`condbook.models.MODELS` or timm/ARCH; untrained weights)
           size:Int(1, MAX_SIZE)=224, # input crop H = W, at least the model's `condbook.models.MIN_SIZE`
           batch:Int(1)=8, # images per forward pass and estimator call
           tol:Float(0, 1)=1e-4, # relative tolerance of the layer operator norms
@@ -210,7 +210,7 @@ def bench(model:Choice(*MODELS)='vgg19', # the network (`condbook.models.MODELS`
          )->dict:
     "Measured cost ratios of the estimator against its goals (`BENCH_GOALS`); returns a JSON-able dict."
     check_size(model, size)
-    net = load_model(model, 'untrained', device=resolve_device(device))
+    net = load_model(model, 'untrained', device=resolve_device(device), size=size)
     shape = (3, size, size)
     t = time.perf_counter(); est = Estimator(net, shape, tol=tol, cache=False, progress=True); t_norms = time.perf_counter() - t
     x = torch.rand(batch, *shape, **est.like)

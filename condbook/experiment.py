@@ -29,7 +29,7 @@ from .bitwidth import KINDS, Roundoff, minimal_bits_table, plot_minimal_bits, sa
 from .plots import plot_layer_kappa, plots
 from .data import image_folder, read_labels, sample_images
 from .estimator import Estimator, local_condition
-from .models import MODELS, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
+from .models import MODELS, ModelName, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
 from .perturb import PERTURBATIONS, parameter_amplification_table, random_trials
 
 # %% ../nbs/08_experiment.ipynb #6c785967
@@ -39,7 +39,7 @@ MAX_RELATIVE_EPS = 1.  # the largest relative perturbation ‖δ‖/‖x‖ (ran
 @dataclass
 class ExperimentConfig:
     "What an experiment measures (everything that changes its numbers)."
-    model: Choice(*MODELS) = 'efficientnet_lite0' # one of `condbook.models.MODELS`
+    model: ModelName() = 'efficientnet_lite0' # one of `condbook.models.MODELS`, or timm/ARCH
     weights: str = 'imagenet' # 'imagenet', 'untrained' or a checkpoint path
     data: str = None # image folder; None: the photographs shipped with scikit-image
     labels: str = None # labels file mapping class folders (or file-name prefixes) that are not WordNet ids to ImageNet classes: `NAME CLASS` a line
@@ -313,7 +313,7 @@ class Context:
     def __init__(self, cfg:ExperimentConfig, device='auto', progress=False):
         self.cfg, device = cfg, _device(device)
         self.net = load_model(cfg.model, cfg.weights, device=device, dtype=getattr(torch, cfg.dtype),
-                              channels_last=torch.device(device).type == 'cpu')  # same numbers up to round-off, ~1.3× faster on a CPU
+                              channels_last=torch.device(device).type == 'cpu', size=cfg.size)  # same numbers up to round-off, ~1.3× faster on a CPU
         self.transform = pixel_transform(crop=cfg.size)
         check_weights(self.net, (3, cfg.size, cfg.size))
         self.est = Estimator(self.net, (3, cfg.size, cfg.size), progress=progress)

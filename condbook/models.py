@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['MODELS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MIN_SIZE', 'TIMM', 'PretrainedWeightsUnavailable', 'Classifier', 'to_rgb',
            'pixel_transform', 'read_checkpoint', 'resolve_device', 'check_size', 'load_model', 'timm_network',
-           'timm_transform']
+           'ModelName', 'timm_transform']
 
 # %% ../nbs/05_models.ipynb #91ac4fd6
 import functools, pickle, re, warnings
@@ -16,7 +16,7 @@ import torch, torchvision
 from PIL import Image
 from torch import nn
 from torchvision import transforms as T
-from .core import InputError, MissingPath
+from .core import InputError, MissingPath, Option
 from .norms import Normalize
 
 # %% ../nbs/05_models.ipynb #4eea3e68
@@ -170,6 +170,7 @@ def check_size(model:str, # one of `MODELS`
                size:int, # input crop H = W
               )->int:
     "`size`, if network `model` accepts inputs of that size, else `InputError` saying the smallest it accepts."
+    if model.startswith(TIMM) and isinstance(size, int) and not isinstance(size, bool) and size >= 1: return size  # its trace says
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE[model]:
         raise InputError(f'size {size!r}: {model} needs an input of at least {MIN_SIZE[model]}×{MIN_SIZE[model]} pixels '
                          f"(smallest sizes: {', '.join(f'{m} {s}' for m, s in MIN_SIZE.items())})")
@@ -212,6 +213,15 @@ def timm_network(arch:str, # a timm architecture (`timm.list_models()`)
     if size is None: return make()
     try: return make(img_size=size)
     except TypeError: return make()  # a network that takes any input size
+
+# %% ../nbs/05_models.ipynb #faa07278
+class ModelName(Option):
+    "One of `MODELS`, or 'timm/ARCH' for a timm architecture."
+    what = f"one of {', '.join(MODELS)}, or timm/ARCH (a timm architecture; pip install condbook[timm])"
+    def convert(self, v):
+        "`v` if it names a model (None otherwise)."
+        ok = isinstance(v, str) and (v in MODELS or v.startswith(TIMM) and len(v) > len(TIMM))
+        return v if ok else None
 
 # %% ../nbs/05_models.ipynb #403f49cd
 def timm_transform(cfg:dict, side:int):

@@ -90,7 +90,8 @@ OPTIONS = [
     (['report', '--tol', '0'], 2, "argument --tol: expected a number in (0, 1), got '0'"),
     (['report', '--tol', 'nan'], 2, "argument --tol: expected a number in (0, 1), got 'nan'"),
     (['report', '--dtype', 'float16'], 2, "argument --dtype: expected one of float32, float64, got 'float16'"),
-    (['report', '--model', 'lenet'], 2, "argument --model: expected one of alexnet, vgg19, resnet18, efficientnet_lite0, got 'lenet'"),
+    (['report', '--model', 'lenet'], 2, "argument --model: expected one of alexnet, vgg19, resnet18, efficientnet_lite0, "
+                                         "or timm/ARCH (a timm architecture; pip install condbook[timm]), got 'lenet'"),
     (['report', '--device', 'gpu'], 1, "device 'gpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (['report', '--device', 'cuda:99'], 1, "device 'cuda:99'"),
     (['report', '--limt', '2'], 2, 'unrecognized arguments: --limt 2'),
@@ -918,3 +919,14 @@ def test_two_names_that_escape_alike_are_refused(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{tmp_path}: the file names n01440764_\\xe9.png are the same once their bytes that are not "
                                                    "UTF-8 are written as \\xNN: rename one of them")):
         image_folder(tmp_path)
+
+
+def test_timm_models_on_the_command_line(capsys, tmp_path):
+    "`--model timm/ARCH` runs a timm architecture; a name that is neither condbook's nor timm's gets one line."
+    pytest.importorskip('timm')
+    assert 'timm/ARCH' in one_line_error(capsys, 'report', '--model', 'resnet50', '--weights', 'untrained', code=2)
+    err = one_line_error(capsys, 'report', '--model', 'timm/no_such_net', '--weights', 'untrained', '--out', tmp_path/'x')
+    assert "unknown timm architecture 'no_such_net'" in err
+    condbook(capsys, 'report', '--model', 'timm/test_vit', '--weights', 'untrained', '--size', '32', '--limit', '1',
+             '--out', tmp_path/'r', '--device', 'cpu', code=0)
+    assert (tmp_path/'r'/'summary.md').read_text().startswith('# Condition report: timm/test_vit (untrained weights)')

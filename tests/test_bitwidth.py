@@ -307,3 +307,24 @@ def test_backend_presets_match_torch_ao_fake_quantization():
     with pytest.raises(ValueError, match="observer 'histogram'.*no implementation"):
         observe(est, x_cal, dataclasses.replace(PRESETS['pt2e_x86'], observer='histogram'))
     with pytest.raises(ValueError, match="unknown activations 'asymmetric'"): QuantSpec(activations='asymmetric')
+
+
+def test_prediction_computes_only_the_sensitivities_it_reads():
+    "issue 38: a prediction on its own analysis computes the families of sensitivities its format reads alone; the same numbers."
+    from condbook.bitwidth import VarianceWeights
+    net, images = toy_classifier()
+    est = Estimator(net, (3, 12, 12), cache=False)
+    x, cal = images(64, 2), calibrate(est, images(32, 3))
+    for target in TARGETS:
+        everything = Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True)  # families None: all of them
+        p_all = predict_agreement(everything, x, 'fixed', target, [4, 6, 8], pairs=0)
+        p_own = predict_agreement(net, x, 'fixed', target, [4, 6, 8], calibration=cal, est=est, pairs=0, fold_batchnorm=True)
+        assert torch.equal(p_all, p_own), target
+    ro = Roundoff(est, x, draws=0, calibration=cal)
+    assert ro.needed_families(Fixed(8, True), 'both') == {('weights', ('fixed', True)), ('activations', 'static')}
+    assert ro.needed_families(Float(7), 'both') == {('weights', ('float', 8)), ('activations', ('float', 8))}
+    assert ro.needed_families({'0': Fixed(4), '5': Float(3, 5)}, 'weights') == {('weights', ('fixed', False)), ('weights', ('float', 5))}
+    w, g = torch.randn(6, 4, 3, 3), torch.randn(5, 6, 4, 3, 3)
+    dense = VarianceWeights(w, 8, False)
+    masked = VarianceWeights(w, 8, False); masked.dense = False
+    assert dense.dense and all(torch.equal(v, masked(g)[k]) for k, v in dense(g).items())
