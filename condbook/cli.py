@@ -15,7 +15,7 @@ from fastcore.docments import docments
 from tqdm.auto import tqdm
 from .bitwidth import Roundoff, make_formats, measure_bits, predict_bits
 from .certify import certify as certify_images
-from .core import (Choice, Float, FolderLock, InputError, Int, Many, Option, OutputError, UserError, atomic_write, checked, full_precision, output_folder,
+from .core import (Choice, Float, FolderLock, InputError, Int, Many, Option, OutputError, UserError, atomic_write, checked, counting_syncs, full_precision, output_folder,
                            precision_info, precision_line, printable, save_csv, save_figure, sha256_file, write_text)
 from .data import SkippedImage, TurnedImage, UnlabelledImages, batches, image_folder, imagenet_categories, read_labels, sample_images
 from .estimator import LOCKSTEP_BYTES, Estimator, UnsupportedOperationError, local_condition, lockstep_budget, record
@@ -178,7 +178,8 @@ def _seconds(fn, # the work to time
 
 # %% ../nbs/07_cli.ipynb #d76704fd
 BENCH_GOALS = {'estimator_call_over_forward': ('<=', 1.3), 'power_over_lanczos_applications': ('>=', 3.),
-               'local_condition_over_forward_per_image': ('<=', 60.)}
+               'local_condition_over_forward_per_image': ('<=', 60.), 'self_check_over_call': ('<=', 0.1),
+               'estimator_call_host_syncs': ('<=', 10)}
 
 # %% ../nbs/07_cli.ipynb #e7a4946e
 def _layer_norm_costs(est, tol, power_cap):
@@ -216,7 +217,11 @@ def bench(model:ModelName()='vgg19', # the network (`condbook.models.MODELS` or 
     x = torch.rand(batch, *shape, **est.like)
     dev = est.like['device']
     with torch.no_grad(): t_fwd = _seconds(lambda: net(x), device=dev)
-    t_call = _seconds(lambda: est(x).bound, device=dev)
+    t_call = _seconds(lambda: est(x).bound, device=dev, repeat=5)
+    est.check = False  # the same call without the layers' self-check
+    t_unchecked = _seconds(lambda: est(x).bound, device=dev, repeat=5)
+    est.check = True
+    with counting_syncs() as syncs: est(x).bound
     xl = x[:local_images]
     t_local = _seconds(lambda: local_condition(net, xl, tol=local_tol), repeat=1, device=dev) / len(xl)
     weight = next(n for n, p in net.named_parameters() if p.dim() > 1)  # the first weight: its 8 draws batched, then one at a time
@@ -236,6 +241,7 @@ def bench(model:ModelName()='vgg19', # the network (`condbook.models.MODELS` or 
          'precision': precision_line(precision_info(est.like['dtype'], dev)),
          'forward_seconds_batch': round(t_fwd, 4), 'estimator_call_seconds_batch': round(t_call, 4),
          'estimator_call_over_forward': round(t_call / t_fwd, 3),
+         'self_check_over_call': round(t_call / t_unchecked - 1, 3), 'estimator_call_host_syncs': syncs[0],
          'layer_norms_seconds': round(t_norms, 1), 'layer_norms_tol': tol,
          'lanczos_applications': lanczos, 'power_iteration_applications': power,
          'power_over_lanczos_applications': round(power / lanczos, 2),
