@@ -122,8 +122,13 @@ class PoolRelaxation:
         self.idx = window_index(pool, shape)
         self.valid = self.idx >= 0
     def needs(self, l, u):
-        "Every entry: the lines read all bounds."
-        return torch.ones_like(l, dtype=torch.bool)
+        "Entries of the windows that no entry dominates on [l, u] (tighter bounds keep a dominated window dominated)."
+        idx, valid = self.idx.clamp_min(0).to(l.device), self.valid.to(l.device)
+        L, U = (v.flatten()[idx].masked_fill(~valid, -math.inf) for v in (l, u))
+        t, j = L.max(1)
+        rest = U.scatter(1, j[:, None], -math.inf).amax(1)
+        open_ = (t < rest)[:, None].expand_as(idx) & valid
+        return torch.zeros(l.numel(), dtype=torch.bool, device=l.device).index_fill_(0, idx[open_], True).view(l.shape)
 
 # %% ../nbs/01b_crown.ipynb #039016e9
 def _pool_lines(self:PoolRelaxation, l, u):
@@ -281,10 +286,11 @@ def _concretize(self:Crown, A, c, x, r):
     return ax + c - dn - ROUNDING * (ax.abs() + c.abs() + dn + 1e-300)
 
 def _reach(self:Crown, A, c, x):
-    "Per row, the largest r at which `concretize` stays positive (0 if not even at r = 0)."
+    "Per row, where `concretize`'s line in r crosses 0: positive below it (negative: not even at r = 0)."
     ax, d = A @ x.flatten(), dual_norm(A, self.p)
     top = ax + c - ROUNDING * (ax.abs() + c.abs() + 1e-300)
-    return torch.where(top > 0, top / (d * (1 + 2 * ROUNDING)), 0.)
+    below = torch.where(d > 0, top / (d * (1 - 2 * ROUNDING)), -math.inf)
+    return torch.where(top > 0, top / (d * (1 + 2 * ROUNDING)), below)
 
 Crown.concretize, Crown.reach = _concretize, _reach
 
@@ -348,7 +354,7 @@ def _margins(self:Crown, x:torch.Tensor, # the centre [1, *input_shape]
              bounds=None, # `bounds` on this ball (computed if None)
              alpha=0, # α-CROWN: steps of projected Adam on the slopes (0: CROWN)
              lr=0.1): # Adam's step
-    "(lower bounds [classes − 1] of f_y − f_j on the ball, the radius at which these linear bounds reach 0)."
+    "(lower bounds [classes − 1] of f_y − f_j on the ball, the radius where these linear bounds cross 0 (< 0: none))."
     x = x.to(**self.like)
     bounds = self.bounds(x, r) if bounds is None else bounds
     _, C = self.spec(x)
@@ -391,14 +397,18 @@ def _radius(self:Crown, x:torch.Tensor, # one input [1, *input_shape]
         seen[r] = self.bounds(x, r, seen[min(above)] if above else None)
         return seen[r]
     def search(a, lo, r):
-        hi = math.inf
+        hi, ends, width = math.inf, {}, math.inf
         for _ in range(evals):
             reach = self.margins(x, r, bounds(r), alpha=a)[1]
-            if reach >= r: lo, hi = r, min(hi, reach)
-            else: lo, hi = max(lo, reach), r
-            if hi == math.inf and r < 1e12: r = 2 * r
-            elif hi - lo <= tol * hi or hi == math.inf: break
-            else: r = (lo + hi) / 2
+            ends['in' if reach >= r else 'out'] = (r, reach - r)
+            if reach >= r: lo, hi = r, min(hi, reach)             # the crossing lies at most near `reach`
+            else: lo, hi = max(lo, reach), r                      # certified: min(r, reach)
+            if hi == math.inf and r < 1e12: r = 2 * r; continue
+            if hi - lo <= tol * hi or hi == math.inf: break
+            (r0, g0), (r1, g1) = ends.get('in', (lo, 0.)), ends.get('out', (hi, 0.))
+            fast = len(ends) == 2 and hi - lo < min(.1 * hi, width / 2) and math.isfinite(g0 - g1)
+            r = min(max((r0 * g1 - r1 * g0) / (g1 - g0), lo), hi) if fast else (lo + hi) / 2   # near the root: secant
+            width = hi - lo
         return lo
     start = start or 0.1 * max(x.norm().item(), 1.) / math.sqrt(x.numel())
     r0 = search(0, 0., start)
