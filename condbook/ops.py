@@ -9,7 +9,7 @@ __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'DECLARED', '
            'declare', 'module_entry', 'Zero', 'zero_constants', 'substitute', 'apply_call', 'monotone_interval',
            'absolute_map', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Scale', 'Negate', 'Offset',
            'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'BatchNormFunction', 'Interpolate',
-           'Elementwise', 'pool_window_counts', 'MaxPool', 'window_gaps', 'Softmax', 'LayerNorm', 'GroupNorm',
+           'Elementwise', 'pool_window_counts', 'MaxPool', 'window_gaps', 'AMax', 'Softmax', 'LayerNorm', 'GroupNorm',
            'UnitNorm', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum', 'Concat', 'Product', 'MatProduct', 'Quotient',
            'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
 
@@ -448,7 +448,11 @@ register(Interpolate('interpolation', (nn.Upsample, nn.UpsamplingNearest2d, nn.U
 register(Affine('unfold (patches)', (nn.Unfold,), (F.unfold,), ('unfold',)))
 register(_shape_args(Rearrange('reshape as', (), (), ('reshape_as', 'view_as')), 1))
 register(_shape_args(Affine('expand as', (), (), ('expand_as',)), 1))
-register(_shape_args(Cast('cast as', (), (), ('type_as',), keeps_layout=True), 1));
+register(_shape_args(Cast('cast as', (), (), ('type_as',), keeps_layout=True), 1))
+register(Affine('transposed convolution', (nn.ConvTranspose1d, nn.ConvTranspose2d),
+                (F.conv_transpose1d, F.conv_transpose2d)))
+register(Affine('fold (patches summed back)', (nn.Fold,), (F.fold,)));
+
 
 # %% ../nbs/00c_ops.ipynb #82cbba25
 def _silu_lipschitz()->float:
@@ -611,6 +615,25 @@ def window_gaps(module:nn.Module, # nn.MaxPool2d or nn.AdaptiveMaxPool2d
 # %% ../nbs/00c_ops.ipynb #46ba3722
 register(MaxPool('max pooling', (nn.MaxPool2d, nn.AdaptiveMaxPool2d), (F.max_pool2d, F.adaptive_max_pool2d)));
 
+# %% ../nbs/00c_ops.ipynb #4f138501
+class AMax(Op):
+    "x.amax(dims): each output the largest of its own set of entries; L = 1, kinks where a set's top two tie."
+    role, piecewise_linear = 'nonlinear', True
+    def dims(self, call)->list:
+        "The reduced dimensions (the batch counted)."
+        d, ndim = call.arg(1, 'dim', ()), call.env[call.inputs[0]].dim()
+        return _dims(d, ndim) if d not in ((), None, []) else list(range(ndim))
+    def check(self, call):
+        if 0 in self.dims(call): raise UnsupportedOperationError(f'{call.name!r}: a maximum across the batch')
+    def lipschitz(self, call, reach=None): return 1.
+    def interval(self, call, iv): return monotone_interval(call, iv)
+    def kink(self, call, z):
+        d = self.dims(call)
+        w = z.movedim(d, list(range(z.dim() - len(d), z.dim()))).flatten(z.dim() - len(d))
+        return _top2_gap(w, -1).reshape(len(z), *call.env[call.node].shape[1:])
+
+register(AMax('largest over dimensions', (), (torch.amax,), ('amax',)));
+
 # %% ../nbs/00c_ops.ipynb #d9f1a4bd
 class Softmax(Op):
     "softmax along one dimension: L = ½; entries in [0, 1], each slice of ℓ2 norm ≤ 1."
@@ -757,7 +780,7 @@ def meet(sq:torch.Tensor, # squares of the other operand's entries, broadcast to
     dims = [d for d in range(1, sq.dim()) if own[d] == 1 and sq.shape[d] > 1]
     return sq.sum(dims, keepdim=True) if dims else sq
 
-def _per_image(t:torch.Tensor)->torch.Tensor: return t.flatten(1).amax(1)
+def _per_image(t:torch.Tensor)->torch.Tensor: return t.reshape(len(t), -1).amax(1)  # [B] stays [B]
 
 def times0(e, w):
     "e·w, 0 where e = 0 whatever w (an input that did not move moves nothing, even through an infinite weight)."
