@@ -248,6 +248,9 @@ def _rules(self:Crown):
         else: raise UnsupportedOperationError(f"node {n.name!r} ({call.name}): {call.op.name} has no linear relaxation")
     self.bounded = list(dict.fromkeys(self.src.values()))                   # inputs of the relaxations
     self.readers = {s: [n for n in self.src if self.src[n] is s] for s in self.bounded}
+    # a nondecreasing activation's output whose input is bounded: bounded through its input (see `bounds`)
+    self.derived = {self.src[s]: s for s in self.bounded if s in self.src and self.src[s] in self.readers
+                    and isinstance(self.rules[s][1], ElementwiseRelaxation) and min(self.rules[s][1].pw.slopes) >= 0}
     self.fixed = {}                                   # bounded nodes with no relaxation before them: A, c once
     for s in self.bounded:
         if not any(a in self.src for a in _ancestors(s)) and math.prod(self.shapes[s]) <= self.chunk:
@@ -300,8 +303,8 @@ def _bounds(self:Crown, x:torch.Tensor, # the centre [1, *input_shape]
             r:float, # the ball's radius
             known=None # bounds on a larger ball around x, or None
            )->dict:
-    "{bounded node: (l, u)} on the ball: the registry's intervals, then CROWN where the relaxation needs it."
-    x, out = x.to(**self.like), {}
+    "{bounded node: (l, u)} on the ball: the registry's intervals, then CROWN where the relaxations need it."
+    x, out, outputs = x.to(**self.like), {}, set(self.derived.values())
     iv = {self.input: (x - r, x + r)}                                  # the ball's bounding box
     for n in self.order[1:]:
         call = n.meta['call']
@@ -311,15 +314,28 @@ def _bounds(self:Crown, x:torch.Tensor, # the centre [1, *input_shape]
         if n not in self.readers: continue
         l, u = iv[n][0][0], iv[n][1][0]
         if known is not None: l, u = torch.maximum(l, known[n][0]), torch.minimum(u, known[n][1])
-        rows = torch.stack([self.rules[k][1].needs(l, u) for k in self.readers[n]]).any(0).flatten().nonzero()[:, 0]
-        lo = self.crown_rows(n, rows, x, r, out)
-        l, u = l.flatten().clone(), u.flatten().clone()
-        l[rows], u[rows] = torch.maximum(l[rows], lo[0]), torch.minimum(u[rows], -lo[1])
-        out[n] = (l.view(self.shapes[n]), u.view(self.shapes[n]))
-        iv[n] = (out[n][0][None], out[n][1][None])
+        if n not in outputs: l, u = self.tighten(n, l, u, x, r, out, known)
+        out[n] = (l, u)
+        iv[n] = (l[None], u[None])
     return out
 
 # %% ../nbs/01b_crown.ipynb #2b323e2c
+def _tighten(self:Crown, n:fx.Node, l, u, # cheap bounds of bounded node n
+             x, r, out:dict, known): # the ball, the bounds before n, a larger ball's
+    "(l, u) of n with CROWN on the entries its relaxations need (and those of φ(n)'s, where φ(n) is `derived`)."
+    need = [self.rules[k][1].needs(l, u) for k in self.readers[n]]
+    if n in self.derived:                            # φ(n) gets [φ(l), φ(u)]: exact only where n's bounds are CROWN's
+        d = self.derived[n]
+        phi = self.rules[d][1].pw.phi
+        dl, du = phi(l), phi(u)
+        if known is not None: dl, du = torch.maximum(dl, known[d][0]), torch.minimum(du, known[d][1])
+        need += [self.rules[k][1].needs(dl, du) for k in self.readers[d]]
+    rows = torch.stack(need).any(0).flatten().nonzero()[:, 0]
+    lo = self.crown_rows(n, rows, x, r, out)
+    l, u = l.flatten().clone(), u.flatten().clone()
+    l[rows], u[rows] = torch.maximum(l[rows], lo[0]), torch.minimum(u[rows], -lo[1])
+    return l.view(self.shapes[n]), u.view(self.shapes[n])
+
 def _crown_rows(self:Crown, s:fx.Node, rows:torch.Tensor, # flat entries of s
                 x, r, bounds:dict): # bounds of the nodes before s
     "[2, len(rows)]: lower bounds of the entries `rows` of node s and of their negatives, on the ball."
@@ -334,7 +350,7 @@ def _crown_rows(self:Crown, s:fx.Node, rows:torch.Tensor, # flat entries of s
         lo.append(self.concretize(A, c, x, r).view(2, -1))
     return torch.cat(lo, 1)
 
-Crown.bounds, Crown.crown_rows = _bounds, _crown_rows
+Crown.bounds, Crown.tighten, Crown.crown_rows = _bounds, _tighten, _crown_rows
 
 # %% ../nbs/01b_crown.ipynb #8015c2b6
 def _spec(self:Crown, x):
