@@ -6,8 +6,8 @@
 __all__ = ['CHECKED_IMAGES', 'LOCKSTEP_BYTES', 'out_of_place', 'squares_as_products', 'untouched', 'additive_mask',
            'attention_math', 'written_out', 'trace', 'record', 'fuse_items', 'node_role', 'resolve', 'Layer', 'Piece',
            'Join', 'build_layers', 'run_nodes', 'propagate', 'downstream', 'elementwise_tail', 'Estimate',
-           'check_batch', 'check_graph', 'Estimator', 'secant_excess', 'UnsoundRuleError', 'lockstep_budget',
-           'local_condition']
+           'check_batch', 'check_graph', 'state_versions', 'state_digest', 'Estimator', 'secant_excess',
+           'UnsoundRuleError', 'lockstep_budget', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import contextlib, copy, inspect, math, operator, os, sys, traceback, warnings
@@ -554,6 +554,16 @@ def check_graph(model:nn.Module, env:dict, # recorded at one input
         raise UnsupportedOperationError("the traced graph computes other values than the model (code that reads "
                                         "sizes, flags or caches was fixed while tracing): condbook cannot bound it")
 
+# %% ../nbs/01_estimator.ipynb #880cbeef
+def state_versions(model:nn.Module)->tuple:
+    "Identity and version counter of every parameter and buffer of `model`."
+    return tuple((id(t), t._version) for t in [*model.parameters(), *model.buffers()])
+
+def state_digest(model:nn.Module)->torch.Tensor:
+    "Σt and Σt² in float64 of every parameter and buffer [n, 2] (on the CPU)."
+    ts = [t.detach().double() for t in [*model.parameters(), *model.buffers()]]
+    return torch.stack([torch.stack([t.sum(), t.square().sum()]) for t in ts]).cpu() if ts else torch.zeros(0, 2)
+
 # %% ../nbs/01_estimator.ipynb #75e8f52c
 class Estimator:
     "Condition-number bounds of an image classifier in eval mode, on inputs of `input_shape` in the box `input_box`."
@@ -567,7 +577,7 @@ class Estimator:
                  input_box=(0., 1.), # (lo, hi) of every input entry: pixel space (box-dependent constants hold there)
                  check=True): # at every call, compare each layer's constant with what the layer does (`layer_check`)
         require_eval(model)
-        self.check = check
+        self.check, self._versions, self._digest = check, state_versions(model), state_digest(model)
         self.model, self.input_shape, self.tol, self.local_tol, self.cache = model, tuple(input_shape), tol, local_tol, cache
         self.input_box, self.like = tuple(map(float, input_box)), module_like(model)
         self.gm = trace(model)
@@ -768,6 +778,15 @@ def check_input(self:Estimator, x:torch.Tensor)->torch.Tensor:
         raise ValueError(f"x has shape {list(x.shape[1:])} per image, the estimator was built for {list(self.input_shape)}")
     return x.to(**self.like)
 
+@patch
+def check_state(self:Estimator):
+    "Raise if the model's parameters or buffers are not those the layer constants were computed from."
+    v = state_versions(self.model)
+    if v == self._versions: return
+    if len(v) == len(self._versions) and torch.equal(state_digest(self.model), self._digest): self._versions = v; return
+    raise ValueError("the model's parameters or buffers changed since this Estimator was built (its layer constants "
+                     "are those of the old ones): build a new Estimator")
+
 # %% ../nbs/01_estimator.ipynb #c84ea97a
 def secant_excess(dz, dy, # ‖z1 − z0‖ and ‖y1 − y0‖ of a layer's inputs and outputs [B]
                   size, # ‖z0‖ + ‖z1‖ and ‖y0‖ + ‖y1‖: the scale of the rounding errors
@@ -829,6 +848,8 @@ _SKIP_REASONS = ('input has NaN or Inf', 'output has NaN or Inf', 'output is zer
 @patch
 def __call__(self:Estimator, x:torch.Tensor)->Estimate:
     "Bounds for the batch `x` [B, C, H, W]; images with NaN/Inf or a zero output are skipped and reported."
+    require_eval(self.model)
+    self.check_state()
     x = self.check_input(x)
     finite = torch.isfinite(x)
     x_clean = torch.where(finite, x, torch.zeros_like(x))
