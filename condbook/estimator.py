@@ -6,7 +6,7 @@
 __all__ = ['CHECKED_IMAGES', 'LOCKSTEP_BYTES', 'out_of_place', 'squares_as_products', 'untouched', 'additive_mask',
            'attention_math', 'written_out', 'trace', 'record', 'fuse_items', 'node_role', 'resolve', 'Layer', 'Piece',
            'Join', 'build_layers', 'run_nodes', 'propagate', 'downstream', 'elementwise_tail', 'Estimate',
-           'check_batch', 'check_graph', 'state_versions', 'state_digest', 'Estimator', 'secant_excess',
+           'check_batch', 'check_output', 'check_graph', 'state_versions', 'state_digest', 'Estimator', 'secant_excess',
            'UnsoundRuleError', 'lockstep_budget', 'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
@@ -542,6 +542,22 @@ def check_batch(gm:fx.GraphModule, env:dict, # recorded at one image
         raise UnsupportedOperationError("the network's output for one image changes with the other images of the "
                                         "batch (batch statistics?): condbook bounds each image on its own")
 
+# %% ../nbs/01_estimator.ipynb #b59f5cdb
+def check_output(model:nn.Module, x:torch.Tensor, # one input [1, *input_shape]
+                )->torch.Tensor:
+    "The model's output at `x`, refused unless it runs there and returns [batch, classes] (or [batch, ...])."
+    try:
+        with torch.no_grad(): out = model(x)
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"the model does not run on an input of shape {list(x.shape)} ({why}): input_shape is one "
+                         "image's shape, (C, H, W) such as (3, 224, 224)") from None
+    if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != len(x):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model's output must be [batch, classes] (or [batch, ...]), got {shape} for a batch "
+                         f"of {len(x)}")
+    return out
+
 # %% ../nbs/01_estimator.ipynb #b876345f
 def check_graph(model:nn.Module, env:dict, # recorded at one input
                 output:fx.Node):
@@ -580,8 +596,9 @@ class Estimator:
         self.check, self._versions, self._digest = check, state_versions(model), state_digest(model)
         self.model, self.input_shape, self.tol, self.local_tol, self.cache = model, tuple(input_shape), tol, local_tol, cache
         self.input_box, self.like = tuple(map(float, input_box)), module_like(model)
-        self.gm = trace(model)
         lo, hi = self.input_box
+        check_output(model, torch.full((1, *self.input_shape), (lo + hi) / 2, **self.like))
+        self.gm = trace(model)
         self.env = resolve(self.gm, torch.full((1, *self.input_shape), (lo + hi) / 2, **self.like))  # values at the box's centre
         self.box_radius = (hi - lo) / 2 * math.prod(self.input_shape) ** 0.5
         self.layer_list, self.ops, self.output_node = build_layers(self.gm)
@@ -935,6 +952,17 @@ def join_error(self:Estimator, join:Join, values:dict, errors:list)->torch.Tenso
     "Bound [B] on the change of a join's output when its inputs move by at most `errors` ([B] each) from `values`."
     return join.call.op.error(join.call, values, errors)
 
+# %% ../nbs/01_estimator.ipynb #4048e680
+@contextlib.contextmanager
+def _functorch_errors():
+    "torch.func's refusal of an autograd.Function without setup_context, in one line."
+    try: yield
+    except RuntimeError as e:
+        if 'setup_context' not in str(e): raise
+        raise UnsupportedOperationError("the model uses a torch.autograd.Function without setup_context, which "
+                                        "torch.func needs for Jacobian products: give it a setup_context "
+                                        "staticmethod (see torch's 'Extending torch.func')") from None
+
 # %% ../nbs/01_estimator.ipynb #f624be7d
 @torch.no_grad()
 def local_condition(model:nn.Module, # classifier in eval mode
@@ -946,14 +974,14 @@ def local_condition(model:nn.Module, # classifier in eval mode
     require_eval(model)
     x = x.to(**module_like(model))
     if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    out_norm = image_norms(model(x))
+    out_norm = image_norms(check_output(model, x))
     zero = out_norm == 0
     if zero.any(): warnings.warn(f'f(x) = 0 for images {zero.nonzero().flatten().tolist()}: no relative condition number (NaN)')
     scale = torch.where(zero, 1., out_norm)  # κ of f/‖f(x)‖ (that constant per image) is κ of f, and its values stay moderate
     def scaled(v):
         y = model(v)
         return y / scale.view(-1, *[1] * (y.dim() - 1))
-    with frozen(model):  # the input's derivatives only; no graph kept in what the model caches
+    with frozen(model), _functorch_errors():  # the input's derivatives only; no graph kept in the model's caches
         _, matvec, rmatvec = jacobian_products(scaled, x)
         res = top_singular_value(matvec, rmatvec, seeded_start(x.shape, dtype=x.dtype, device=x.device), tol=tol,
                                  max_applications=max_applications)

@@ -103,3 +103,25 @@ def test_tracing_leaves_the_model_as_it_was():
     torch.testing.assert_close(bounds[0], bounds[1])
     assert all(c.keys() == s.keys() and all(c[k] is s[k] for k in s) for c, s in zip(caches, saved))
     with torch.no_grad(): torch.testing.assert_close(model(x), before)
+
+
+class _Square(torch.autograd.Function):  # the old style: no setup_context, which torch.func needs
+    @staticmethod
+    def forward(ctx, x): ctx.save_for_backward(x); return x * x
+    @staticmethod
+    def backward(ctx, g): x, = ctx.saved_tensors; return 2 * x * g
+
+
+def test_models_that_cannot_be_measured_say_why():
+    "A 1-D output, an input_shape without channels, an autograd.Function torch.func cannot differentiate: one line each."
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(12, 1), nn.Flatten(0)).eval()
+    for f in (lambda: Estimator(flat, (3, 2, 2)), lambda: local_condition(flat, torch.rand(2, 3, 2, 2))):
+        with pytest.raises(ValueError, match=r'output must be \[batch, classes\].*, got \[\d\]'): f()
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()).eval()
+    with pytest.raises(ValueError, match=r"input of shape \[1, 8, 8\] .*input_shape is one image's shape"):
+        Estimator(conv, (8, 8))
+    class Squaring(nn.Module):
+        def forward(self, x): return _Square.apply(x)
+    custom = nn.Sequential(Squaring(), nn.Flatten(), nn.Linear(12, 3)).eval()
+    with pytest.raises(UnsupportedOperationError, match='autograd.Function without setup_context'):
+        local_condition(custom, torch.rand(2, 3, 2, 2))
