@@ -111,6 +111,7 @@ OPTIONS = [
     (['experiment', '--kinds', 'salt'], 2, "argument --kinds: expected one of gaussian, uniform, sign, got 'salt'"),
     (['experiment', '--attacks', 'deepfool'], 2, "argument --attacks: expected one of fgsm, linf_pgd, l2_pgd, cw_l2, l2_output, got 'deepfool'"),
     (['experiment', '--flip-eps-max', '0'], 2, "argument --flip-eps-max: expected a number > 0, got '0'"),
+    (['experiment', '--flip-eps-max', '1e30'], 1, 'flip_eps_max: 1e+30 is beyond the diameter 388 of the 224×224 input box'),
     (['experiment', '--parameter-eps', '-1'], 2, "argument --parameter-eps: expected a number in (0, 1], got '-1'"),
     (['experiment', '--seed', '-1'], 2, "argument --seed: expected an integer in 0..4294967295, got '-1'"),
     (['experiment', '--seed', str(2**40)], 2, f"argument --seed: expected an integer in 0..4294967295, got '{2**40}'"),
