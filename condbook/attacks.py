@@ -68,6 +68,16 @@ AttackResult = namedtuple('AttackResult', 'x_adv amplification flipped distance'
 
 # %% ../nbs/03_attacks.ipynb #55c61a68
 @full_precision()
+def _attack_inputs(model:nn.Module, x:torch.Tensor, y=None):
+    "(x on the model's device and dtype, the labels to push away from, the logits at x), after the checks of `run_attack`."
+    require_eval(model)
+    x = x.to(**module_like(model))
+    if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
+    with torch.no_grad(): out = model(x)
+    return x, (out.argmax(1) if y is None else y.to(x.device)), out
+
 def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images in [0, 1]
                x:torch.Tensor, # batch [B, C, H, W] in [0, 1]
                attack='l2_output', # one of `ATTACKS`
@@ -77,13 +87,7 @@ def run_attack(model:nn.Module, # classifier in eval mode, on pixel-space images
                **kwargs, # passed to `make_adversary` (nb_iter, cw_iterations, ...)
               )->AttackResult:
     "Adversarial images, amplification (float64; NaN where δ = 0), top-1 flips and ℓ2 distances ‖δ‖ per image."
-    require_eval(model)
-    x = x.to(**module_like(model))
-    if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
-    with torch.no_grad(): out = model(x)
-    top = out.argmax(1)
+    x, top, out = _attack_inputs(model, x)
     float32_only = attack == 'cw_l2' and x.dtype != torch.float32  # advertorch's CW is float32-only
     attacked = copy.deepcopy(model).float() if float32_only else model
     xa = x.to(module_like(attacked)['dtype'])
@@ -117,16 +121,6 @@ def certified_radius(logits:torch.Tensor, # logits [B, classes] at x
     return logit_margin(logits) / (math.sqrt(2) * lipschitz)
 
 # %% ../nbs/03_attacks.ipynb #9a1d2b3d
-def _attack_inputs(model:nn.Module, x:torch.Tensor, y=None):
-    "(x on the model's device and dtype, the labels to push away from, the logits at x), after the checks of `run_attack`."
-    require_eval(model)
-    x = x.to(**module_like(model))
-    if not torch.isfinite(x).all(): raise ValueError("x has NaN or Inf")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError("attacks take pixel-space images in [0, 1] (normalisation belongs in the model)")
-    with torch.no_grad(): out = model(x)
-    return x, (out.argmax(1) if y is None else y.to(x.device)), out
-
 @torch.no_grad()
 def _shortest_on_ray(model:nn.Module, x:torch.Tensor, top:torch.Tensor, delta:torch.Tensor, steps:int)->torch.Tensor:
     "t·δ with t the end of a bisection on (0, 1] whose points x + tδ flip (δ itself assumed to flip; 0 stays 0)."
