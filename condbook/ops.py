@@ -9,9 +9,10 @@ __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'DECLARED', '
            'declare', 'module_entry', 'Zero', 'zero_constants', 'substitute', 'apply_call', 'monotone_interval',
            'absolute_map', 'affine_interval', 'Rearrange', 'Dropout', 'Cast', 'Affine', 'Scale', 'Negate', 'Offset',
            'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'BatchNormFunction', 'Interpolate',
-           'Elementwise', 'pool_window_counts', 'MaxPool', 'window_gaps', 'AMax', 'Softmax', 'LayerNorm', 'GroupNorm',
-           'UnitNorm', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum', 'Concat', 'Product', 'MatProduct', 'Quotient',
-           'attention_lipschitz', 'Attention', 'ShapeOnly', 'lipschitz_constant']
+           'Elementwise', 'Clamp', 'pool_window_counts', 'MaxPool', 'window_gaps', 'AMax', 'Softmax', 'LayerNorm',
+           'GroupNorm', 'RMSNorm', 'UnitNorm', 'SliceNorm', 'Power', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum',
+           'Concat', 'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly',
+           'lipschitz_constant']
 
 # %% ../nbs/00c_ops.ipynb #1938d801
 import math, operator
@@ -541,6 +542,19 @@ register(Elementwise('gelu', lambda approximate: GELU_TANH_LIPSCHITZ if approxim
                      (nn.GELU,), (F.gelu,), (), params={'approximate': (1, 'none')},
                      lowest=lambda approximate: GELU_TANH_LOWEST if approximate == 'tanh' else GELU_LOWEST));
 
+# %% ../nbs/00c_ops.ipynb #be67b674
+class Clamp(Elementwise):
+    "torch.clamp(x, min, max), bounds numbers or tensors (±∞ allowed): L = 1, kinks at the bounds."
+    def __init__(self, name, functions=(), methods=()):
+        super().__init__(name, 1., (), functions, methods, params={'min': (1, None), 'max': (2, None)},
+                         kinks=lambda min, max: tuple(k for k in (min, max) if k is not None))
+    def output_bound(self, call):
+        ends = [v for v in self.values(call).values() if v is not None]
+        b = max((torch.as_tensor(v).abs().max().item() for v in ends), default=math.inf)
+        return b if len(ends) == 2 and math.isfinite(b) else None
+
+register(Clamp('clamp', (torch.clamp, torch.clip), ('clamp', 'clip')));
+
 # %% ../nbs/00c_ops.ipynb #4870b007
 def _pair(v): return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -725,6 +739,30 @@ class GroupNorm(LayerNorm):
 
 register(GroupNorm('group norm', (nn.GroupNorm,), (F.group_norm,)));
 
+# %% ../nbs/00c_ops.ipynb #65fb2553
+class RMSNorm(LayerNorm):
+    "RMS normalisation y = γ·x/√(mean x² + ε): L = max|γ|/√ε, |y_k| ≤ |γ_k|·√m."
+    rounded = ()
+    def parts(self, call):
+        "(normalized_shape, γ, β = None, ε)."
+        m = call.module
+        shape, w, eps = ((m.normalized_shape, m.weight, m.eps) if m is not None else
+                         (_pair(call.arg(1, 'normalized_shape')), call.arg(2, 'weight'), call.arg(3, 'eps')))
+        return tuple(shape), w, None, torch.finfo(call.env[call.node].dtype).eps if eps is None else eps
+    def _half(self, call):
+        "|γ|·√m, the bound on each output entry."
+        shape, w, _, _ = self.parts(call)
+        y = call.env[call.node]
+        g = torch.ones(shape, dtype=y.dtype, device=y.device) if w is None else w.detach().abs()
+        return g * math.sqrt(math.prod(shape))
+    def output_bound(self, call): return self._half(call).max().item()
+    def interval(self, call, iv):
+        y = call.env[call.node]
+        return (-self._half(call)).expand_as(y), self._half(call).expand_as(y)
+    def parameter_reads(self, call, z, y): return {}
+
+register(RMSNorm('rms norm', (nn.RMSNorm,), (F.rms_norm,)));
+
 # %% ../nbs/00c_ops.ipynb #26fe6a16
 class UnitNorm(Op):
     "F.normalize with p = 2: each slice along `dim` divided by max(‖x‖, ε); L = 1/ε, slices of norm ≤ 1."
@@ -744,6 +782,46 @@ class UnitNorm(Op):
         return -torch.ones_like(y), torch.ones_like(y)
 
 register(UnitNorm('normalize to unit norm', (), (F.normalize,)));
+
+# %% ../nbs/00c_ops.ipynb #5cafdb04
+class SliceNorm(Op):
+    "‖x‖₂ over some dimensions: L = 1 (|‖a‖ − ‖b‖| ≤ ‖a − b‖ per slice); intervals from the entries' magnitudes."
+    role = 'nonlinear'
+    def parts(self, call)->tuple:
+        "(p, dims with the batch counted)."
+        p = call.arg(1, 'ord' if call.node.target is torch.linalg.vector_norm else 'p', 2)
+        dims = call.arg(2, 'dim')
+        return p, None if dims is None else _dims(dims, call.env[call.inputs[0]].dim())
+    def check(self, call):
+        p, dims = self.parts(call)
+        if p not in (2, 2., 'fro'): raise UnsupportedOperationError(f'{call.name!r}: a norm other than ℓ2 ({p})')
+        if dims is None or 0 in dims: raise UnsupportedOperationError(f'{call.name!r}: a norm across the batch')
+    def lipschitz(self, call, reach=None): return 1.
+    def interval(self, call, iv):
+        lo, hi = iv[call.inputs[0]]
+        least = torch.where((lo <= 0) & (hi >= 0), torch.zeros_like(lo), torch.minimum(lo.abs(), hi.abs()))
+        return _at(call, {call.inputs[0]: least}), _at(call, {call.inputs[0]: torch.maximum(lo.abs(), hi.abs())})
+
+register(SliceNorm('ℓ2 norm over dimensions', (), (torch.norm, torch.linalg.vector_norm), ('norm',)));
+
+# %% ../nbs/00c_ops.ipynb #d71ac4fb
+class Power(Elementwise):
+    "v^a for a = ±½ (sqrt, rsqrt) on the box: L = |a|·v₋^(a−1) at the interval's lower end v₋ > 0, else ∞."
+    needs_box = True
+    reason = 'a square root whose input can reach 0 on the input box: no bound on its slope'
+    def __init__(self, name, a, functions=(), methods=()):
+        super().__init__(name, math.inf, (), functions, methods)
+        self.a = a
+    def lipschitz(self, call, reach=None):
+        low = None if reach is None or reach.lo is None else reach.lo.min().item()
+        return math.inf if low is None or low <= 0 else abs(self.a) * low ** (self.a - 1) * SAFETY
+    def interval(self, call, iv):
+        lo, hi = iv[call.inputs[0]]
+        f = lambda t: torch.where(t > 0, t.clamp_min(0) ** self.a, torch.full_like(t, 0. if self.a > 0 else math.inf))
+        return (f(lo), f(hi)) if self.a > 0 else (f(hi), f(lo))
+
+register(Power('square root', .5, (torch.sqrt,), ('sqrt',)))
+register(Power('reciprocal square root', -.5, (torch.rsqrt,), ('rsqrt',)));
 
 # %% ../nbs/00c_ops.ipynb #905ea67c
 @dataclass

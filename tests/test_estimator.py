@@ -125,3 +125,32 @@ def test_models_that_cannot_be_measured_say_why():
     custom = nn.Sequential(Squaring(), nn.Flatten(), nn.Linear(12, 3)).eval()
     with pytest.raises(UnsupportedOperationError, match='autograd.Function without setup_context'):
         local_condition(custom, torch.rand(2, 3, 2, 2))
+
+
+def test_intervals_asked_out_of_graph_order():
+    "The walk may ask for a node's interval after every reader has its own (Gemma 4's clipped q, k, v): no error."
+    est = Estimator(tiny(), (3, 14, 14), cache=False)
+    est._start_intervals()
+    nodes = [n for n in est.gm.graph.nodes if n in est._readers and n is not est.input_node]
+    est._intervals_until(nodes[-1])  # every node up to the last: the early ones are freed
+    est._intervals_until(nodes[0])
+    assert nodes[0] not in est._iv and nodes[-1] in est._iv
+
+
+def test_code_that_reads_sizes_is_traced_at_the_input_shape():
+    "A block that pads by its input's width and rebuilds a cache on a size change: traced, batch free, bound above κ."
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head, self.scale = nn.Conv2d(3, 4, 3), nn.Linear(4, 3), None
+        def forward(self, x):
+            if x.shape[-1] % 4: x = nn.functional.pad(x, (0, 4 - x.shape[-1] % 4))
+            y = self.conv(x).relu().flatten(2)
+            if self.scale is None or self.scale.shape[-1] != y.shape[-1]: self.scale = torch.rand(y.shape[-1]).double()
+            return self.head((y * self.scale).mean(-1).reshape(x.shape[0], -1))
+    net, x = Block().double().eval(), torch.rand(3, 3, 9, 9, dtype=torch.float64)
+    net(x[:1])
+    est = Estimator(net, (3, 9, 9), cache=False)
+    assert any(n.target == 'size' for n in est.gm.graph.nodes)  # the batch stays a node
+    r = est(x)
+    assert (dense_local_condition(net, x) <= r.activation_bound * (1 + 1e-8)).all()

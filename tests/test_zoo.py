@@ -56,7 +56,8 @@ def test_every_parameter_is_rounded(fam):
 
 
 TIMM_SAMPLE = {'efficientnet': 'test_efficientnet', 'vision_transformer': 'test_vit', 'convnext': 'test_convnext',
-               'nfnet': 'test_nfnet', 'byobnet': 'test_byobnet'}  # BatchNormAct2d, SDPA, LayerNorm2d, StdConv2d, ...
+               'nfnet': 'test_nfnet', 'byobnet': 'test_byobnet',
+               'convit': 'convit_tiny'}  # BatchNormAct2d, SDPA, LayerNorm2d, StdConv2d, code reading sizes, ...
 
 
 @pytest.mark.parametrize('fam', sorted(TIMM_SAMPLE))
