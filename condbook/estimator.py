@@ -24,7 +24,7 @@ from .core import frozen, image_norms, jacobian_products, math_attention, module
 from .norms import adjoint, cached, constant_key, linear_map_norm, linear_part, operator_norm, seeded_start
 from .norms import KRYLOV_DIM, top_singular_value, top_singular_values
 from .ops import MODULE_OPS, Call, Cast, Reach, TupleItem, UnsupportedOperationError, Zero, lookup
-from .ops import module_entry, register
+from .ops import module_entry, register, set_slice
 from .ops import target_name
 
 # %% ../nbs/01_estimator.ipynb #56e00434
@@ -224,6 +224,10 @@ class _SizedProxy(fx.Proxy):
     def __len__(self):
         if self.values and len(self.values[0]) == len(self.values[1]): return len(self.values[0])
         return super().__len__()
+    def __setitem__(self, idx, v):
+        "`a[idx] = v`: from here on this proxy is the node `set_slice(a, idx, v)`."
+        new = self.tracer.create_proxy('call_function', set_slice, (self, idx, v), {})
+        self.node, self.values = new.node, new.values
 
 # %% ../nbs/01_estimator.ipynb #c6fdd9fb
 def _value(a, i:int): # 0 or 1: the value at batch size 1 or 2

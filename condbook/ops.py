@@ -11,8 +11,8 @@ __all__ = ['MODULE_OPS', 'FUNCTION_OPS', 'METHOD_OPS', 'REGISTRY', 'DECLARED', '
            'Pad', 'Mean', 'patch_norm', 'read_count', 'Weighted', 'BatchNorm', 'BatchNormFunction', 'Interpolate',
            'Elementwise', 'Clamp', 'pool_window_counts', 'MaxPool', 'window_gaps', 'AMax', 'Softmax', 'LayerNorm',
            'GroupNorm', 'RMSNorm', 'UnitNorm', 'SliceNorm', 'Power', 'Reach', 'meet', 'times0', 'Arithmetic', 'Sum',
-           'Concat', 'Product', 'MatProduct', 'Quotient', 'attention_lipschitz', 'Attention', 'ShapeOnly',
-           'lipschitz_constant']
+           'Concat', 'Product', 'MatProduct', 'Quotient', 'set_slice', 'SetSlice', 'attention_lipschitz', 'Attention',
+           'ShapeOnly', 'lipschitz_constant']
 
 # %% ../nbs/00c_ops.ipynb #1938d801
 import math, operator
@@ -1108,6 +1108,26 @@ register(Concat('concatenate', (), (torch.cat, torch.concat, torch.concatenate, 
 register(Product('multiply', (), (operator.mul, operator.imul, torch.mul, torch.multiply), ('mul', 'mul_', 'multiply')))
 register(MatProduct('matrix product', (), (operator.matmul, torch.matmul, torch.bmm, torch.einsum), ('matmul', 'bmm')))
 register(Quotient('divide', (), (operator.truediv, operator.itruediv, torch.div, torch.true_divide), ('div', 'div_', 'true_divide')));
+
+# %% ../nbs/00c_ops.ipynb #4b107f63
+@fx.wrap
+def set_slice(a:torch.Tensor, idx, v:torch.Tensor)->torch.Tensor:
+    "A copy of `a` with `a[idx]` replaced by `v` (what `a[idx] = v` leaves in `a`)."
+    out = a.clone()
+    out[idx] = v
+    return out
+
+class SetSlice(Concat):
+    "set_slice(a, idx, v): Pa + Qv with disjoint supports and ‖Q‖ = 1: ‖Δ‖² ≤ ‖Δa‖² + ‖Δv‖²."
+    def check(self, call):
+        a, idx, v = call.arg(0), call.arg(1), call.arg(2)
+        if not isinstance(v, torch.Tensor) or a[idx].shape != v.shape:
+            raise UnsupportedOperationError(f'{call.name!r}: a slice set to a broadcast value')
+    def linear_args(self, call):
+        a, idx, v = call.node.args
+        return (zero_constants(call, a), idx, zero_constants(call, v)), {}
+
+register(SetSlice('set a slice', (), (set_slice,)));
 
 # %% ../nbs/00c_ops.ipynb #5426d0bc
 def _spectral(w): return torch.linalg.matrix_norm(w.detach().double(), ord=2)
