@@ -4,20 +4,23 @@
 
 # %% auto #0
 __all__ = ['PLACEMENTS', 'SCHEMES', 'RANGES', 'OBSERVERS', 'PRESETS', 'EPS', 'HIST_BINS', 'HIST_LEVELS', 'QuantSpec',
-           'weight_levels', 'act_levels', 'act_qparams', 'round_weight', 'spec_points', 'Ranges', 'histogram_error',
-           'histogram_range', 'observe', 'spec_logits', 'spec_agreement', 'torch_fake_quant']
+           'weight_levels', 'act_levels', 'act_qparams', 'weight_scale', 'round_weight', 'spec_points', 'Ranges',
+           'histogram_error', 'histogram_range', 'observe', 'spec_widths', 'spec_logits', 'spec_kept', 'spec_agreement',
+           'spec_qconfig', 'qconfig_mapping', 'torch_fake_quant', 'spec_predicted']
 
 # %% ../nbs/04a_backends.ipynb #c5c1b93f
-import dataclasses, functools, math
+import copy, dataclasses, functools, math
+from collections.abc import Mapping
 from dataclasses import dataclass
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import full_precision
 from .estimator import Estimator
-from .bitwidth import (Fixed, _AtPoints, _entrywise, _first_input, batchnorm_folds, check_target, rounded_weights,
-                               rounding_points, values_at, weight_modules)
+from .bitwidth import (Fixed, Widths, _AtPoints, _entrywise, _first_input, batchnorm_folds, check_target, dither,
+                               rounded_weights, rounding_points, values_at, weight_modules)
 
 # %% ../nbs/04a_backends.ipynb #6f647208
 PLACEMENTS, SCHEMES, RANGES = ('after', 'before', 'relu'), ('affine', 'symmetric'), ('full', 'narrow')
@@ -87,11 +90,16 @@ def act_qparams(lo, hi, spec:QuantSpec, bits:int)->tuple:
     scale = ((hi - lo) / float(qmax - qmin)).clamp(min=EPS)
     return scale, (qmin - torch.round(lo / scale).int()).clamp(qmin, qmax)
 
-def round_weight(w:torch.Tensor, spec:QuantSpec, bits:int)->torch.Tensor:
-    "`w` rounded on the spec's symmetric weight grid (per output channel or per tensor), as torch.ao's weight observers scale it."
+def weight_scale(w:torch.Tensor, spec:QuantSpec, bits:int)->torch.Tensor:
+    "The scale of `w`'s symmetric grid, [C_out] per channel or [1] per tensor, as torch.ao's weight observers compute it."
     qmin, qmax = weight_levels(spec, bits)
     g = w.reshape(len(w), -1) if spec.per_channel else w.reshape(1, -1)
-    scale = (torch.maximum(-g.amin(1).clamp(max=0), g.amax(1).clamp(min=0)).float() / (float(qmax - qmin) / 2)).clamp(min=EPS)
+    amax = torch.maximum(-g.amin(1).clamp(max=0), g.amax(1).clamp(min=0)).float()
+    return (amax / (float(qmax - qmin) / 2)).clamp(min=EPS)
+
+def round_weight(w:torch.Tensor, spec:QuantSpec, bits:int)->torch.Tensor:
+    "`w` rounded on the spec's symmetric weight grid (per output channel or per tensor)."
+    (qmin, qmax), scale = weight_levels(spec, bits), weight_scale(w, spec, bits)
     zero = torch.zeros(len(scale), dtype=torch.int32, device=w.device)
     if spec.per_channel: return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, qmin, qmax)
     return torch.fake_quantize_per_tensor_affine(w, scale[0], zero[0], qmin, qmax)
@@ -211,46 +219,144 @@ def observe(est:Estimator, x:torch.Tensor, # calibration images [N, C, H, W], ke
     return Ranges(points, lo, hi)
 
 # %% ../nbs/04a_backends.ipynb #b5e67a2e
+def spec_widths(bits, # a width, `Widths(weights, activations)` or {module: width} (weights)
+                target='both')->tuple:
+    "(weights: a width, {module: width} or None; activations: a width or None) that `bits` gives `target`."
+    weights, acts = check_target(target)
+    w, a = bits if isinstance(bits, Widths) else (bits, None if isinstance(bits, (Mapping, pd.Series)) else bits)
+    if acts and a is None:
+        raise ValueError('a per-module allocation rounds weights only: pass Widths(allocation, activation width)')
+    return (w if weights else None), (a if acts else None)
+
+def _weight_fn(spec:QuantSpec, drawn=None):
+    "rounder(t, fmt): `t` on the spec's weight grid at `fmt.bits` (with `drawn`: moved inside its range)."
+    def fn(t, fmt):
+        if drawn is None: return round_weight(t, spec, fmt.bits)
+        (qmin, qmax), s = weight_levels(spec, fmt.bits), weight_scale(t, spec, fmt.bits)
+        s = s.to(t.dtype).reshape(-1, *[1] * (t.dim() - 1))
+        c = torch.minimum(torch.maximum(t, s * qmin), s * qmax)
+        return drawn(c, s * ((c != 0) & (c > s * qmin) & (c < s * qmax)))
+    return fn
+
+def _act_fn(s, z, qmin:int, qmax:int, drawn=None):
+    "A function that rounds an activation on the grid (scale `s`, zero point `z`) (with `drawn`: moves it inside)."
+    if drawn is None:
+        return functools.partial(torch.fake_quantize_per_tensor_affine, scale=s, zero_point=z,
+                                 quant_min=qmin, quant_max=qmax)
+    lo, hi = (s * (qmin - z)).item(), (s * (qmax - z)).item()
+    def moved(t):
+        c = t.clamp(lo, hi)
+        return drawn(c, s.to(t.dtype) * ((c != 0) & (c > lo) & (c < hi)))
+    return moved
+
+# %% ../nbs/04a_backends.ipynb #f053a712
+def _weight_formats(est:Estimator, w)->dict:
+    "{module: `Fixed`} of the weight widths `w` (one width, or {module: width}: unknown modules refused)."
+    mods = weight_modules(est)
+    if not isinstance(w, (Mapping, pd.Series)): return {m: Fixed(int(w)) for m in mods}
+    if unknown := set(map(str, w.keys())) - set(mods):
+        raise ValueError(f"no weight module {sorted(unknown)[0]!r} in this network: its modules are {', '.join(mods)}")
+    return {str(m): Fixed(int(b)) for m, b in w.items()}
+
 @full_precision()
 @torch.no_grad()
-def spec_logits(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits:int, # one width for weights and activations
+def spec_logits(est:Estimator, x:torch.Tensor, spec:QuantSpec,
+                bits, # a width, `Widths(weights, activations)` or {module: width} (weights)
                 ranges:Ranges=None, # `observe`'s ranges (needed when activations are rounded)
                 target='both', # 'weights', 'activations' or 'both'
+                drawn=None, # drawn(t, step): a draw of the statistical model instead of rounding
                )->torch.Tensor:
     "The logits of the network rounded as the backend of `spec` rounds it at `bits`."
-    weights, acts = check_target(target)
-    if acts and ranges is None: raise ValueError('rounding activations needs their ranges: pass ranges=observe(est, calibration images, spec)')
-    fns = {}
-    if acts:
-        qmin, qmax = act_levels(spec, bits)
-        for n, lo, hi in zip(ranges.points, ranges.lo, ranges.hi):
-            s, z = act_qparams(lo, hi, spec, bits)
-            fns[n] = functools.partial(torch.fake_quantize_per_tensor_affine, scale=s, zero_point=z, quant_min=qmin, quant_max=qmax)
-    mods, folds = weight_modules(est) if weights else {}, batchnorm_folds(est) if spec.fold_batchnorm else {}
-    with rounded_weights(mods, Fixed(bits), folds, biases=False, rounder=lambda t, _: round_weight(t, spec, bits)):
+    w, a = spec_widths(bits, target)
+    if a is not None and ranges is None:
+        raise ValueError('rounding activations needs their ranges: pass ranges=observe(est, calibration images, spec)')
+    qmin, qmax = act_levels(spec, a) if a is not None else (0, 0)
+    fns = {n: _act_fn(*act_qparams(lo, hi, spec, a), qmin, qmax, drawn)
+           for n, lo, hi in zip(ranges.points, ranges.lo, ranges.hi)} if a is not None else {}
+    fmts, folds = _weight_formats(est, w) if w is not None else {}, batchnorm_folds(est) if spec.fold_batchnorm else {}
+    with rounded_weights(weight_modules(est), fmts, folds, biases=False, rounder=_weight_fn(spec, drawn)):
         return _AtPoints(est.gm, fns).run(est.check_input(x))
 
-def spec_agreement(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits:int, ranges:Ranges=None, target='both')->float:
+# %% ../nbs/04a_backends.ipynb #e85d31f5
+def _top1(est:Estimator, x:torch.Tensor)->torch.Tensor:
+    with torch.no_grad(): return est.gm(est.check_input(x)).argmax(1)
+
+def _keeps(y:torch.Tensor, top1:torch.Tensor)->torch.Tensor: return (y.argmax(1) == top1) & torch.isfinite(y).all(1)
+
+def spec_kept(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, ranges:Ranges=None, target='both')->torch.Tensor:
+    "Whether each image in `x` keeps its top-1 class when rounded as `spec` says at `bits` [B] (`spec_logits`' arguments)."
+    return _keeps(spec_logits(est, x, spec, bits, ranges, target), _top1(est, x))
+
+def spec_agreement(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, ranges:Ranges=None, target='both')->float:
     "The share of the images in `x` whose top-1 class survives rounding as `spec` says at `bits`."
-    with torch.no_grad(): top1 = est.gm(est.check_input(x)).argmax(1)
-    return (spec_logits(est, x, spec, bits, ranges, target).argmax(1) == top1).double().mean().item()
+    return spec_kept(est, x, spec, bits, ranges, target).double().mean().item()
 
 # %% ../nbs/04a_backends.ipynb #948985a6
-def torch_fake_quant(model:nn.Module, x:torch.Tensor, spec:QuantSpec, bits:int, example=None)->nn.Module:
-    "`model` (conv-BN-ReLU and linear) prepared by torch.ao FX with `FakeQuantize` modules of `spec`'s grids, calibrated on `x`."
-    import copy
+def _act_observer(spec:QuantSpec):
+    "torch.ao's observer of the spec's activations (one-line refusal for a percentile)."
     from torch.ao import quantization as tq
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-    if spec.activations != 'affine' or spec.observer != 'minmax': raise ValueError('the torch.ao reference here: affine minmax activations only')
-    qmin, qmax = act_levels(dataclasses.replace(spec, reduce_range=False), bits)
-    act = tq.FakeQuantize.with_args(observer=tq.MinMaxObserver, dtype=torch.quint8, quant_min=qmin, quant_max=qmax, reduce_range=spec.reduce_range)
-    lo, hi = weight_levels(spec, bits)
+    if spec.observer == 'percentile':
+        raise ValueError("torch.ao has no percentile observer: export a spec with observer 'minmax' or 'histogram'")
+    return tq.HistogramObserver if spec.observer == 'histogram' else tq.MinMaxObserver
+
+def _check_int8(bits:int):
+    if not 2 <= int(bits) <= 8: raise ValueError(f"torch.ao's int8 fake quantization takes widths 2-8, got {bits}")
+
+def spec_qconfig(spec:QuantSpec, weight_bits:int, act_bits:int):
+    "torch.ao's `QConfig` of `spec`: `FakeQuantize` modules of its grids at the given widths."
+    from torch.ao import quantization as tq
+    _check_int8(weight_bits); _check_int8(act_bits)
+    qmin, qmax = act_levels(dataclasses.replace(spec, reduce_range=False), act_bits)
+    affine = spec.activations == 'affine'
+    act = tq.FakeQuantize.with_args(observer=_act_observer(spec), dtype=torch.quint8 if affine else torch.qint8,
+                                    qscheme=torch.per_tensor_affine if affine else torch.per_tensor_symmetric,
+                                    quant_min=qmin, quant_max=qmax, reduce_range=spec.reduce_range)
+    lo, hi = weight_levels(spec, weight_bits)
     wq = dict(dtype=torch.qint8, quant_min=lo, quant_max=hi)
     w = tq.FakeQuantize.with_args(observer=tq.PerChannelMinMaxObserver, qscheme=torch.per_channel_symmetric, ch_axis=0, **wq) \
         if spec.per_channel else tq.FakeQuantize.with_args(observer=tq.MinMaxObserver, qscheme=torch.per_tensor_symmetric, **wq)
-    mapping = tq.QConfigMapping().set_global(tq.QConfig(activation=act, weight=w))
-    p = prepare_qat_fx(copy.deepcopy(model).train(), mapping, example_inputs=(x[:1] if example is None else example,)).eval()
+    return tq.QConfig(activation=act, weight=w)
+
+def qconfig_mapping(spec:QuantSpec, bits, # a width, or `Widths(width or {module: width}, activation width)`
+                   ):
+    "torch.ao's `QConfigMapping` of `spec` at `bits`: each weight module at its width, activations at one width."
+    from torch.ao import quantization as tq
+    w, a = spec_widths(bits)
+    per_module = isinstance(w, (Mapping, pd.Series))
+    mapping = tq.QConfigMapping().set_global(spec_qconfig(spec, max(w.values()) if per_module else w, a))
+    for name, b in (w.items() if per_module else ()): mapping.set_module_name(str(name), spec_qconfig(spec, b, a))
+    return mapping
+
+# %% ../nbs/04a_backends.ipynb #b7787b7c
+def _output_fake_quant(p:nn.Module):
+    "The `FakeQuantize` module that rounds the prepared model's output (None if none does)."
+    out = next(n for n in p.graph.nodes if n.op == 'output').args[0]
+    m = p.get_submodule(out.target) if out.op == 'call_module' else None
+    return m if hasattr(m, 'disable_fake_quant') else None
+
+def torch_fake_quant(model:nn.Module, x:torch.Tensor, spec:QuantSpec, bits, example=None)->nn.Module:
+    "`model` prepared by torch.ao FX with `qconfig_mapping(spec, bits)`, calibrated on `x` (one batch)."
+    from torch.ao import quantization as tq
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    p = prepare_qat_fx(copy.deepcopy(model).train(), qconfig_mapping(spec, bits),
+                       example_inputs=(x[:1] if example is None else example,)).eval()
     p.apply(tq.disable_fake_quant)
     with torch.no_grad(): p(x)
     p.apply(tq.disable_observer); p.apply(tq.enable_fake_quant)
+    if not spec.round_logits and (out := _output_fake_quant(p)) is not None: out.disable_fake_quant()
     return p
+
+# %% ../nbs/04a_backends.ipynb #ea6ed4da
+def spec_predicted(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, ranges:Ranges=None, target='both',
+                   pairs=4, # antithetic pairs of draws (2·pairs forward passes)
+                   seed=0)->torch.Tensor:
+    "The probability [B] that each image keeps its top-1 class under `spec` at `bits`, by the statistical model."
+    if pairs < 1: raise ValueError(f'pairs must be at least 1, got {pairs}')
+    top1, kept = _top1(est, x), []
+    for i in range(pairs):
+        for sign in (1., -1.):
+            g = torch.Generator(device=top1.device).manual_seed(seed + i)
+            def drawn(t, step):
+                return dither(t, step, torch.rand(t.shape, generator=g, device=t.device, dtype=t.dtype).sub_(0.5).mul_(sign))
+            kept.append(_keeps(spec_logits(est, x, spec, bits, ranges, target, drawn), top1))
+    return torch.stack(kept).double().mean(0)
