@@ -22,7 +22,10 @@ from .models import ModelName, check_size, load_model, pixel_transform, resolve_
 # %% ../nbs/07a_bits.ipynb #f172ff8b
 WIDTHS = range(2, 9)  # the widths scanned: those torch.ao's int8 fake quantization takes
 
-def width_table(est:Estimator, x:torch.Tensor, spec:QuantSpec, ranges, # the network, evaluation photos, spec, `observe`'s ranges
+def width_table(est:Estimator, # the network
+                x:torch.Tensor, # the evaluation photos [N, C, H, W]
+                spec:QuantSpec, # the backend's conventions
+                ranges, # `observe`'s activation ranges (from other photos)
                 pairs=2, # antithetic pairs of draws of the statistical model per width
                )->pd.DataFrame:
     "Measured and predicted agreement on `x` under `spec` for each target and uniform width."
@@ -30,16 +33,26 @@ def width_table(est:Estimator, x:torch.Tensor, spec:QuantSpec, ranges, # the net
                               predicted=spec_predicted(est, x, spec, b, ranges, t, pairs).mean().item())
                          for t in TARGETS for b in WIDTHS])
 
-def smallest_width(table:pd.DataFrame, target:str, column:str, # `width_table`, a target, 'measured' or 'predicted'
-                   keep:float)->int:
+def smallest_width(table:pd.DataFrame, # `width_table`
+                   target:str, # 'weights', 'activations' or 'both'
+                   column:str, # 'measured' or 'predicted'
+                   keep:float, # the share of the photos that must keep their top-1 class
+                  )->int:
     "The smallest width from which every wider one keeps `keep` of the photos (None: not even the widest)."
     d = table[table.target == target].sort_values('bits')
     ok = (d[column] >= keep).to_numpy()[::-1].cumprod()[::-1].astype(bool)
     return int(d.bits[ok].min()) if ok.any() else None
 
 # %% ../nbs/07a_bits.ipynb #8609ecbb
-def smallest_allocation(est:Estimator, x_cal:torch.Tensor, x:torch.Tensor, # the network, calibration and evaluation photos
-                        spec:QuantSpec, ranges, act_bits:int, keep:float, pairs=2, step=0.5)->dict:
+def smallest_allocation(est:Estimator, # the network
+                        x_cal:torch.Tensor, # calibration photos: the modules' sensitivities
+                        x:torch.Tensor, # evaluation photos: the agreement
+                        spec:QuantSpec, ranges, # the backend's conventions, `observe`'s ranges
+                        act_bits:int, # the activations' width
+                        keep:float, # the share of the photos that must keep their top-1 class
+                        pairs=2, # antithetic pairs of draws for the prediction
+                        step=0.5, # the budget's step (mean bits per weight)
+                       )->dict:
     "The allocation of the least mean weight width that keeps `keep` of `x` under `spec`, activations at `act_bits`."
     sens = weight_sensitivities(Roundoff(est, x_cal, 0, fold_batchnorm=spec.fold_batchnorm), 'statistical',
                                 per_channel=spec.per_channel)
@@ -55,7 +68,9 @@ def smallest_allocation(est:Estimator, x_cal:torch.Tensor, x:torch.Tensor, # the
     return None
 
 # %% ../nbs/07a_bits.ipynb #dee0b8f2
-def write_export(path, preset:str, spec:QuantSpec, result:dict):
+def write_export(path, # the file to write (bits.json)
+                 preset:str, spec:QuantSpec, # the preset's name and its spec
+                 result:dict): # what `bits` found
     "Write `bits.json`: the preset, the spec's fields and what `bits` found."
     write_text(path, json.dumps(dict(preset=preset, spec=dataclasses.asdict(spec), **result), indent=1))
 
@@ -92,7 +107,7 @@ def bits(model:ModelName()='efficientnet_lite0', # the network (`condbook.models
          data:str=None, # photo folder; None: the photographs shipped with scikit-image
          preset:Choice(*PRESETS)='pt2e_x86', # the backend's conventions (`condbook.backends.PRESETS`)
          target:Float(0, le=1)=0.99, # the share of the evaluated photos that must keep their top-1 class
-         calibration:Int(1)=None, # the first photos (sorted order) calibrate activation ranges (None: a quarter, at least 1)
+         calibration:Int(1)=None, # photos (the first, sorted) that calibrate activation ranges (None: a quarter)
          limit:Int(1)=None, # at most this many photos (the first in sorted order)
          out:str='bits', # output folder: bits.json (the export) and widths.csv
          device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
@@ -104,7 +119,8 @@ def bits(model:ModelName()='efficientnet_lite0', # the network (`condbook.models
     out, spec = output_folder(out), PRESETS[preset]  # checked before any work
     net, shape, xs = _photos(model, weights, data, limit, device, size, batch_size)
     n_cal = calibration or max(1, len(xs) // 4)
-    if n_cal >= len(xs): raise InputError(f'calibration: {n_cal} photos calibrate but {len(xs)} were read: none left to evaluate')
+    if n_cal >= len(xs):
+        raise InputError(f'calibration: {n_cal} photos calibrate but {len(xs)} were read: none left to evaluate')
     est = Estimator(net, shape, progress=True)
     x_cal, x = xs[:n_cal], xs[n_cal:]
     ranges = observe(est, x_cal, spec)
@@ -135,6 +151,7 @@ def bits_summary(r:dict)->str:
     if a is None: lines.append('  mixed precision: no allocation (no uniform width up to 8 bits meets the target)')
     else:
         lines.append(f"  mixed precision (activations {a['activations']} bits): weights {a['mean_bits']:.2f} bits on average, "
-                     f"kept {_share(a['measured'])} measured, {_share(a['predicted'])} predicted, torch.ao {_share(a['torch_ao_measured'])}")
+                     f"kept {_share(a['measured'])} measured, {_share(a['predicted'])} predicted, "
+                     f"torch.ao {_share(a['torch_ao_measured'])}")
         lines.append('    ' + ', '.join(f'{m} {b}' for m, b in a['weights'].items()))
     return '\n'.join(lines + [f"wrote {', '.join(map(printable, r['files']))}"])
