@@ -11,9 +11,11 @@ import dataclasses, json
 import numpy as np
 import pandas as pd
 import torch
-from .backends import PRESETS, QuantSpec, observe, qconfig_mapping, spec_agreement, spec_predicted, torch_fake_quant
+from .backends import (PRESETS, QuantSpec, observe, qconfig_mapping, spec_agreement, spec_predicted,
+                               torch_fake_quant)
 from .bitwidth import TARGETS, Roundoff, Widths, allocate_bits, weight_sensitivities
-from .core import Choice, Float, InputError, Int, checked, full_precision, output_folder, printable, save_csv, write_text
+from .core import (Choice, Float, InputError, Int, checked, full_precision, output_folder, printable, save_csv,
+                           write_text)
 from .data import batches, image_folder, sample_images
 from .estimator import Estimator
 from .experiment import MAX_SIZE
@@ -53,9 +55,9 @@ def smallest_allocation(est:Estimator, # the network
                         pairs=2, # antithetic pairs of draws for the prediction
                         step=0.5, # the budget's step (mean bits per weight)
                        )->dict:
-    "The allocation of the least mean weight width that keeps `keep` of `x` under `spec`, activations at `act_bits`."
-    sens = weight_sensitivities(Roundoff(est, x_cal, 0, fold_batchnorm=spec.fold_batchnorm), 'statistical',
-                                per_channel=spec.per_channel)
+    "The allocation of the least mean weight width that keeps `keep` of `x` under `spec` (activations at `act_bits`)."
+    ro = Roundoff(est, x_cal, 0, fold_batchnorm=spec.fold_batchnorm)
+    sens = weight_sensitivities(ro, 'statistical', per_channel=spec.per_channel)
     for mean in np.arange(WIDTHS[0], WIDTHS[-1] + step / 2, step):
         alloc = allocate_bits(sens, float(mean), lo=WIDTHS[0], hi=WIDTHS[-1])
         w = Widths({str(k): int(v) for k, v in alloc.items()}, act_bits)
@@ -77,7 +79,8 @@ def write_export(path, # the file to write (bits.json)
 def load_export(path)->tuple:
     "(torch.ao `QConfigMapping`, `QuantSpec`, `Widths`) of the allocation in a `bits.json`."
     d = json.loads(open(path).read())
-    if not d.get('allocation'): raise InputError(f'{printable(path)}: no allocation met the target, nothing to export')
+    if not d.get('allocation'):
+        raise InputError(f'{printable(path)}: no allocation met the target, nothing to export')
     spec, a = QuantSpec(**d['spec']), d['allocation']
     widths = Widths({k: int(v) for k, v in a['weights'].items()}, int(a['activations']))
     return qconfig_mapping(spec, widths), spec, widths
@@ -88,7 +91,8 @@ def _photos(model, weights, data, limit, device, size, batch_size)->tuple:
     if size is not None: check_size(model, size)
     images = image_folder(data, limit) if data else sample_images(limit)
     net = load_model(model, weights, device=resolve_device(device), size=size)
-    shape, transform = (net.input_shape, net.transform) if size is None else ((3, size, size), pixel_transform(crop=size))
+    shape, transform = (net.input_shape, net.transform) if size is None else \
+        ((3, size, size), pixel_transform(crop=size))
     xs = [x for x, _, _ in batches(images, transform, batch_size)]
     if not xs: raise InputError('data: no readable photo')
     return net, shape, torch.cat(xs).to(next(net.parameters()).device)
@@ -96,7 +100,8 @@ def _photos(model, weights, data, limit, device, size, batch_size)->tuple:
 def _torch_ao_agreement(net, x_cal, x, spec, widths):
     "The share of `x` that torch.ao's fake-quantized model keeps (or why it could not prepare the model)."
     try: p = torch_fake_quant(net, x_cal, spec, widths)
-    except Exception as e: return f"torch.ao's FX flow could not prepare this model: {' '.join(str(e).split())[:200]}"
+    except Exception as e:  # torch.ao's tracer and patterns: any model it cannot take
+        return f"torch.ao's FX flow could not prepare this model: {' '.join(str(e).split())[:200]}"
     with torch.no_grad(): return (p(x).argmax(1) == net(x).argmax(1)).double().mean().item()
 
 # %% ../nbs/07a_bits.ipynb #0c950688
@@ -115,7 +120,7 @@ def bits(model:ModelName()='efficientnet_lite0', # the network (`condbook.models
          batch_size:Int(1)=16, # photos per batch while reading
          pairs:Int(1)=2, # antithetic pairs of draws of the statistical model per width
         )->dict:
-    "Smallest widths that keep `target` of the photos under a backend's conventions; writes bits.json and widths.csv."
+    "Smallest widths that keep `target` of the photos under a backend's conventions; writes bits.json, widths.csv."
     out, spec = output_folder(out), PRESETS[preset]  # checked before any work
     net, shape, xs = _photos(model, weights, data, limit, device, size, batch_size)
     n_cal = calibration or max(1, len(xs) // 4)
@@ -125,12 +130,14 @@ def bits(model:ModelName()='efficientnet_lite0', # the network (`condbook.models
     x_cal, x = xs[:n_cal], xs[n_cal:]
     ranges = observe(est, x_cal, spec)
     table = width_table(est, x, spec, ranges, pairs)
-    uniform = {c: {t: smallest_width(table, t, c, target) for t in TARGETS} for c in ('measured', 'predicted')}
+    uniform = {c: {t: smallest_width(table, t, c, target) for t in TARGETS}
+               for c in ('measured', 'predicted')}
     act = uniform['measured']['both']
     alloc = smallest_allocation(est, x_cal, x, spec, ranges, act, target, pairs) if act else None
-    if alloc: alloc['torch_ao_measured'] = _torch_ao_agreement(net, x_cal, x, spec, Widths(alloc['weights'], act))
-    r = dict(model=model, weights=str(weights), target=target, photos=dict(calibration=n_cal, evaluated=len(x)),
-             uniform=uniform, allocation=alloc, files=[str(out/'bits.json'), str(out/'widths.csv')])
+    if alloc:
+        alloc['torch_ao_measured'] = _torch_ao_agreement(net, x_cal, x, spec, Widths(alloc['weights'], act))
+    r = dict(model=model, weights=str(weights), target=target,
+             photos=dict(calibration=n_cal, evaluated=len(x)), uniform=uniform, allocation=alloc, files=[str(out/'bits.json'), str(out/'widths.csv')])
     out.mkdir(parents=True, exist_ok=True)
     save_csv(table, out/'widths.csv')
     write_export(out/'bits.json', preset, spec, r)
@@ -146,9 +153,11 @@ def bits_summary(r:dict)->str:
              f"(ranges from {n['calibration']} others)"]
     for t in TARGETS:
         m, p = r['uniform']['measured'][t], r['uniform']['predicted'][t]
-        lines.append(f"  {t:<11}  measured: {m or 'none up to 8'} bits  predicted: {p or 'none up to 8'} bits")
+        lines.append(f"  {t:<11}  measured: {m or 'none up to 8'} bits"
+                     f"  predicted: {p or 'none up to 8'} bits")
     a = r['allocation']
-    if a is None: lines.append('  mixed precision: no allocation (no uniform width up to 8 bits meets the target)')
+    if a is None:
+        lines.append('  mixed precision: no allocation (no uniform width up to 8 bits meets the target)')
     else:
         lines.append(f"  mixed precision (activations {a['activations']} bits): weights {a['mean_bits']:.2f} bits on average, "
                      f"kept {_share(a['measured'])} measured, {_share(a['predicted'])} predicted, "
