@@ -260,7 +260,9 @@ def _weight_formats(est:Estimator, w)->dict:
 
 @full_precision()
 @torch.no_grad()
-def spec_logits(est:Estimator, x:torch.Tensor, spec:QuantSpec,
+def spec_logits(est:Estimator, # the network
+                x:torch.Tensor, # images [B, C, H, W]
+                spec:QuantSpec, # the backend's conventions
                 bits, # a width, `Widths(weights, activations)` or {module: width} (weights)
                 ranges:Ranges=None, # `observe`'s ranges (needed when activations are rounded)
                 target='both', # 'weights', 'activations' or 'both'
@@ -273,7 +275,8 @@ def spec_logits(est:Estimator, x:torch.Tensor, spec:QuantSpec,
     qmin, qmax = act_levels(spec, a) if a is not None else (0, 0)
     fns = {n: _act_fn(*act_qparams(lo, hi, spec, a), qmin, qmax, drawn)
            for n, lo, hi in zip(ranges.points, ranges.lo, ranges.hi)} if a is not None else {}
-    fmts, folds = _weight_formats(est, w) if w is not None else {}, batchnorm_folds(est) if spec.fold_batchnorm else {}
+    fmts = _weight_formats(est, w) if w is not None else {}
+    folds = batchnorm_folds(est) if spec.fold_batchnorm else {}
     with rounded_weights(weight_modules(est), fmts, folds, biases=False, rounder=_weight_fn(spec, drawn)):
         return _AtPoints(est.gm, fns).run(est.check_input(x))
 
@@ -281,13 +284,16 @@ def spec_logits(est:Estimator, x:torch.Tensor, spec:QuantSpec,
 def _top1(est:Estimator, x:torch.Tensor)->torch.Tensor:
     with torch.no_grad(): return est.gm(est.check_input(x)).argmax(1)
 
-def _keeps(y:torch.Tensor, top1:torch.Tensor)->torch.Tensor: return (y.argmax(1) == top1) & torch.isfinite(y).all(1)
+def _keeps(y:torch.Tensor, top1:torch.Tensor)->torch.Tensor:
+    return (y.argmax(1) == top1) & torch.isfinite(y).all(1)
 
-def spec_kept(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, ranges:Ranges=None, target='both')->torch.Tensor:
-    "Whether each image in `x` keeps its top-1 class when rounded as `spec` says at `bits` [B] (`spec_logits`' arguments)."
+def spec_kept(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, # `spec_logits`' arguments
+              ranges:Ranges=None, target='both')->torch.Tensor:
+    "Whether each image in `x` keeps its top-1 class when rounded as `spec` says at `bits` [B]."
     return _keeps(spec_logits(est, x, spec, bits, ranges, target), _top1(est, x))
 
-def spec_agreement(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, ranges:Ranges=None, target='both')->float:
+def spec_agreement(est:Estimator, x:torch.Tensor, spec:QuantSpec, bits, # `spec_logits`' arguments
+                   ranges:Ranges=None, target='both')->float:
     "The share of the images in `x` whose top-1 class survives rounding as `spec` says at `bits`."
     return spec_kept(est, x, spec, bits, ranges, target).double().mean().item()
 
@@ -302,7 +308,19 @@ def _act_observer(spec:QuantSpec):
 def _check_int8(bits:int):
     if not 2 <= int(bits) <= 8: raise ValueError(f"torch.ao's int8 fake quantization takes widths 2-8, got {bits}")
 
-def spec_qconfig(spec:QuantSpec, weight_bits:int, act_bits:int):
+def _weight_fake_quant(spec:QuantSpec, bits:int):
+    "torch.ao's `FakeQuantize` constructor of the spec's weights at `bits`."
+    from torch.ao import quantization as tq
+    lo, hi = weight_levels(spec, bits)
+    wq = dict(dtype=torch.qint8, quant_min=lo, quant_max=hi)
+    if spec.per_channel:
+        return tq.FakeQuantize.with_args(observer=tq.PerChannelMinMaxObserver, qscheme=torch.per_channel_symmetric,
+                                         ch_axis=0, **wq)
+    return tq.FakeQuantize.with_args(observer=tq.MinMaxObserver, qscheme=torch.per_tensor_symmetric, **wq)
+
+def spec_qconfig(spec:QuantSpec, # the backend's conventions
+                 weight_bits:int, act_bits:int, # the widths of the weights and of the activations (2-8)
+                ):
     "torch.ao's `QConfig` of `spec`: `FakeQuantize` modules of its grids at the given widths."
     from torch.ao import quantization as tq
     _check_int8(weight_bits); _check_int8(act_bits)
@@ -311,13 +329,10 @@ def spec_qconfig(spec:QuantSpec, weight_bits:int, act_bits:int):
     act = tq.FakeQuantize.with_args(observer=_act_observer(spec), dtype=torch.quint8 if affine else torch.qint8,
                                     qscheme=torch.per_tensor_affine if affine else torch.per_tensor_symmetric,
                                     quant_min=qmin, quant_max=qmax, reduce_range=spec.reduce_range)
-    lo, hi = weight_levels(spec, weight_bits)
-    wq = dict(dtype=torch.qint8, quant_min=lo, quant_max=hi)
-    w = tq.FakeQuantize.with_args(observer=tq.PerChannelMinMaxObserver, qscheme=torch.per_channel_symmetric, ch_axis=0, **wq) \
-        if spec.per_channel else tq.FakeQuantize.with_args(observer=tq.MinMaxObserver, qscheme=torch.per_tensor_symmetric, **wq)
-    return tq.QConfig(activation=act, weight=w)
+    return tq.QConfig(activation=act, weight=_weight_fake_quant(spec, weight_bits))
 
-def qconfig_mapping(spec:QuantSpec, bits, # a width, or `Widths(width or {module: width}, activation width)`
+def qconfig_mapping(spec:QuantSpec, # the backend's conventions
+                    bits, # a width, or `Widths(width or {module: width}, activation width)`
                    ):
     "torch.ao's `QConfigMapping` of `spec` at `bits`: each weight module at its width, activations at one width."
     from torch.ao import quantization as tq
@@ -334,7 +349,11 @@ def _output_fake_quant(p:nn.Module):
     m = p.get_submodule(out.target) if out.op == 'call_module' else None
     return m if hasattr(m, 'disable_fake_quant') else None
 
-def torch_fake_quant(model:nn.Module, x:torch.Tensor, spec:QuantSpec, bits, example=None)->nn.Module:
+def torch_fake_quant(model:nn.Module, # the float model (FX-traceable)
+                     x:torch.Tensor, # calibration images, observed in one batch
+                     spec:QuantSpec, bits, # the spec and its widths (`qconfig_mapping`)
+                     example=None, # example input for tracing (default: x[:1])
+                    )->nn.Module:
     "`model` prepared by torch.ao FX with `qconfig_mapping(spec, bits)`, calibrated on `x` (one batch)."
     from torch.ao import quantization as tq
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
