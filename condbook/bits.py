@@ -87,7 +87,7 @@ def load_export(path)->tuple:
 
 # %% ../nbs/07a_bits.ipynb #b49ec7c7
 def _photos(model, weights, data, limit, device, size, batch_size)->tuple:
-    "(network, photos [N, C, H, W]) for the command."
+    "(network, its input shape, photos [N, C, H, W]) for the command."
     if size is not None: check_size(model, size)
     images = image_folder(data, limit) if data else sample_images(limit)
     net = load_model(model, weights, device=resolve_device(device), size=size)
@@ -136,8 +136,8 @@ def bits(model:ModelName()='efficientnet_lite0', # the network (`condbook.models
     alloc = smallest_allocation(est, x_cal, x, spec, ranges, act, target, pairs) if act else None
     if alloc:
         alloc['torch_ao_measured'] = _torch_ao_agreement(net, x_cal, x, spec, Widths(alloc['weights'], act))
-    r = dict(model=model, weights=str(weights), target=target,
-             photos=dict(calibration=n_cal, evaluated=len(x)), uniform=uniform, allocation=alloc, files=[str(out/'bits.json'), str(out/'widths.csv')])
+    r = dict(model=model, weights=str(weights), target=target, photos=dict(calibration=n_cal, evaluated=len(x)),
+             uniform=uniform, allocation=alloc, files=[str(out/'bits.json'), str(out/'widths.csv')])
     out.mkdir(parents=True, exist_ok=True)
     save_csv(table, out/'widths.csv')
     write_export(out/'bits.json', preset, spec, r)
@@ -155,12 +155,14 @@ def bits_summary(r:dict)->str:
         m, p = r['uniform']['measured'][t], r['uniform']['predicted'][t]
         lines.append(f"  {t:<11}  measured: {m or 'none up to 8'} bits"
                      f"  predicted: {p or 'none up to 8'} bits")
-    a = r['allocation']
-    if a is None:
+    a, act = r['allocation'], r['uniform']['measured']['both']
+    if a is None and act is None:
         lines.append('  mixed precision: no allocation (no uniform width up to 8 bits meets the target)')
+    elif a is None:
+        lines.append(f'  mixed precision: no allocation up to 8 bits per weight meets the target (activations {act} bits)')
     else:
-        lines.append(f"  mixed precision (activations {a['activations']} bits): weights {a['mean_bits']:.2f} bits on average, "
-                     f"kept {_share(a['measured'])} measured, {_share(a['predicted'])} predicted, "
+        lines.append(f"  mixed precision (activations {a['activations']} bits): "
+                     f"weights {a['mean_bits']:.2f} bits on average, kept {_share(a['measured'])} measured, {_share(a['predicted'])} predicted, "
                      f"torch.ao {_share(a['torch_ao_measured'])}")
         lines.append('    ' + ', '.join(f'{m} {b}' for m, b in a['weights'].items()))
     return '\n'.join(lines + [f"wrote {', '.join(map(printable, r['files']))}"])
