@@ -14,6 +14,7 @@ import torch
 from fastcore.docments import docments
 from tqdm.auto import tqdm
 from .bitwidth import Roundoff, make_formats, measure_bits, predict_bits
+from .bits import bits, bits_summary
 from .certify import certify as certify_images
 from .core import (Choice, Float, FolderLock, InputError, Int, Many, Option, OutputError, UserError, atomic_write, checked, counting_syncs, full_precision, output_folder,
                            precision_info, precision_line, printable, save_csv, save_figure, sha256_file, write_text)
@@ -318,6 +319,7 @@ def parser()->argparse.ArgumentParser:
 # %% ../nbs/07_cli.ipynb #5a6c05fa
 SAID = {'report': lambda p: f'wrote {printable(p.parent)}/: summary.md, per_image.csv, per_layer.csv, layers.csv, layer_kappa.png, condition.png',
         'experiment': printable, 'summarize': lambda p: f'wrote {printable(p)}', 'bench': lambda r: json.dumps(r, indent=1)}  # what each command prints
+COMMANDS['bits'], SAID['bits'] = (bits,), bits_summary  # `condbook bits` (condbook.bits)
 
 @contextlib.contextmanager
 def _clean_warnings():
