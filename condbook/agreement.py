@@ -16,7 +16,7 @@ from .estimator import Estimator
 from .plots import plots
 from .formats import Widths, make_format, make_formats
 from .calibration import TARGETS, calibrate
-from .roundoff import KINDS, Roundoff
+from .roundoff import KINDS, Roundoff, families_read
 
 # %% ../nbs/04f_agreement.ipynb #8ddd569e
 def minimal_bits(ok:torch.Tensor, # [B, W]: whether width `bits[w]` is safe for image b
@@ -39,6 +39,7 @@ def width_grid(fmt:str, # 'fixed' or 'float'
 # %% ../nbs/04f_agreement.ipynb #2e811e45
 def roundoff(model:nn.Module, x:torch.Tensor, est=None, draws=8, calibration=None,
              fold_batchnorm=None, # None: a `Roundoff`'s own, else False
+             families=None, # a new analysis computes these sensitivities alone (`families_read`; None: all)
             )->Roundoff:
     "A `Roundoff` analysis of `model` at `x` [B, C, H, W] (reusing the estimator `est`; `calibration`: images or a `Calibration`)."
     if isinstance(model, Roundoff):
@@ -47,7 +48,7 @@ def roundoff(model:nn.Module, x:torch.Tensor, est=None, draws=8, calibration=Non
         return model
     est = est or Estimator(model, input_shape=tuple(x.shape[1:]))
     if isinstance(calibration, torch.Tensor): calibration = calibrate(est, calibration)
-    return Roundoff(est, x, draws, calibration, bool(fold_batchnorm))
+    return Roundoff(est, x, draws, calibration, bool(fold_batchnorm), families=families)
 
 # %% ../nbs/04f_agreement.ipynb #2dafdb96
 def predict_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of it at `x`)
@@ -64,10 +65,11 @@ def predict_bits(model:nn.Module, # classifier in eval mode (or a `Roundoff` of 
                  fold_batchnorm=None, # BatchNorm folded, the weights of linear maps alone rounded (as deployed); None: False, or a `Roundoff`'s own
                 )->torch.Tensor:
     "Predicted minimal safe width per image [B] (inf beyond the scanned widths), every width at once."
-    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
     bits = list(bits or width_grid(fmt))
+    own = not isinstance(model, Roundoff) and kind == 'estimate'  # its own analysis: what it reads alone
+    fams = families_read(make_formats(fmt, bits, per_channel, exp_bits), target, bool(fold_batchnorm), calibration) if own else None
+    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm, families=fams)
     fmts = make_formats(fmt, bits, per_channel, exp_bits, ro.x.device)
-    if ro is not model and kind == 'estimate': ro.families = ro.needed_families(fmts, target)  # its own: what it reads
     return minimal_bits(ro.safe(fmts, target, kind, confidence), bits)
 
 # %% ../nbs/04f_agreement.ipynb #29263674
@@ -101,9 +103,10 @@ def predict_agreement(model:nn.Module, # classifier in eval mode (or a `Roundoff
                       pairs=4, # antithetic pairs of draws of the statistical model per width; 0: the linearised Gaussian model (no forward pass)
                       fold_batchnorm=None): # BatchNorm folded, the weights of linear maps alone rounded (as deployed); None: False, or a `Roundoff`'s own
     "Predicted fraction of the images in `x` whose top-1 class survives (a tensor [W] for a list of widths), without quantizing."
-    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm)
+    own = not isinstance(model, Roundoff) and not pairs  # its own analysis: what it reads alone
+    fams = families_read(make_formats(fmt, bits, per_channel, exp_bits), target, bool(fold_batchnorm), calibration) if own else None
+    ro = roundoff(model, x, est, 0, calibration, fold_batchnorm, families=fams)
     fmts = make_formats(fmt, bits, per_channel, exp_bits, ro.x.device)
-    if ro is not model and not pairs: ro.families = ro.needed_families(fmts, target)  # its own: what it reads
     p = ro.sampled_agreement(fmts, target, pairs) if pairs else ro.agreement(fmts, target)
     return p.mean(0) if p.dim() == 2 else p.mean().item()
 

@@ -74,8 +74,8 @@ def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # cali
     else:
         parts = {None: [], act_bits: []}
         for xb in tqdm(x.split(batch_size), desc='statistical sensitivities', disable=not progress, leave=False):
-            r = Roundoff(est, xb, draws=0, calibration=calibration, fold_batchnorm=True)
-            r.families = {('weights', ('fixed', True)), ('activations', 'static')}
+            r = Roundoff(est, xb, draws=0, calibration=calibration, fold_batchnorm=True,
+                         families={('weights', ('fixed', True)), ('activations', 'static')})
             for a in parts: parts[a].append(weight_sensitivities(r, 'statistical', per_channel=True, act=None if a is None else Fixed(a)))
         sens = {('statistical', a): _combine_statistical(p) for a, p in parts.items()}
         r = Roundoff(est, x[:8], draws=0, calibration=calibration, fold_batchnorm=True)
@@ -100,11 +100,12 @@ def study_allocations(est:Estimator, x:torch.Tensor, labels:torch.Tensor, # cali
 @torch.no_grad()
 def _study_batch(est:Estimator, x:torch.Tensor, calibrations:dict, allocations:pd.DataFrame, widths, tensor_widths, act_bits, act_calibration, pairs=4)->pd.DataFrame:
     "The study's rows for one batch: per image, setting, target and width, the probability of keeping the top-1 class (linearised and sampled) and the class obtained."
-    ro = {c: Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True) for c, cal in calibrations.items()}
     exps = tuple(sorted({FLOAT_FORMATS[n].exp_bits for n in STUDY_FLOATS}))
-    ro['max'].exp_bits = exps
-    ro['max'].families = {('weights', ('fixed', True)), ('weights', ('fixed', False)), ('activations', 'static')} | {(p, ('float', e)) for p in ('weights', 'activations') for e in exps}
-    ro['percentile'].families = {('weights', ('fixed', True)), ('activations', 'static')}  # what the settings use
+    settings = {('weights', ('fixed', True)), ('activations', 'static')}  # what the settings use
+    floats = {(p, ('float', e)) for p in ('weights', 'activations') for e in exps}
+    fams = {'max': settings | {('weights', ('fixed', False))} | floats, 'percentile': settings}
+    ro = {c: Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True, families=fams.get(c), exp_bits=exps if c == 'max' else (8,))
+          for c, cal in calibrations.items()}
     r0, keys, found = ro['max'], [], []  # results stay on the device until the end: one transfer per batch
     def add(group, setting, target, bits, predicted, top1, r, fmt):
         keys.append((group, setting, target, bits)); found.append((predicted.double(), r.sampled_agreement(fmt, target, pairs), top1))
