@@ -326,3 +326,18 @@ def test_prediction_computes_only_the_sensitivities_it_reads():
     dense = VarianceWeights(w, 8, False)
     masked = VarianceWeights(w, 8, False); masked.dense = False
     assert dense.dense and all(torch.equal(v, masked(g)[k]) for k, v in dense(g).items())
+
+
+def test_sensitivity_cache_is_keyed_by_the_families():
+    "issue 35: sensitivities computed for some families are not served for others (the cache is keyed by the families)."
+    net, images = toy_classifier()
+    est = Estimator(net, (3, 12, 12), cache=False)
+    x, cal = images(8, 2), calibrate(est, images(16, 3))
+    some = {('weights', ('fixed', True)), ('activations', 'static')}
+    everything = Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True, exp_bits=(5, 8)).sensitivity()
+    ro = Roundoff(est, x, draws=0, calibration=cal, fold_batchnorm=True, families=some, exp_bits=(5, 8))
+    assert ro.families == some and ro.exp_bits == (5, 8)
+    assert set(ro.sensitivity()) == some and set(everything) > some
+    ro.families = None  # another set of families: all of them, not the few computed first
+    got = ro.sensitivity()
+    assert set(got) == set(everything) and all(torch.equal(got[k], everything[k]) for k in everything)

@@ -20,7 +20,10 @@ NBS = ROOT/'nbs'
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 PUBLIC = ['operator_norm', 'Estimator', 'local_condition', 'certify', 'random_amplification', 'attack_amplification', 'predict_bits',
           'measure_bits']
-MATH_PAGES = ['00_norms', '01_estimator', '01a_certify', '02_perturbations', '03_attacks', '04_bitwidth']
+MATH_PAGES = ['00_norms', '01_estimator', '01a_certify', '02_perturbations', '03_attacks', '04b_formats', '04c_calibration',
+              '04d_sensitivity', '04e_roundoff', '04g_allocation']
+BITWIDTH_LESSONS = ['04b_formats', '04c_calibration', '04d_sensitivity', '04e_roundoff', '04f_agreement', '04g_allocation',
+                    '04h_bitstudy']
 EXPERIMENTS = ['experiments/alexnet_imagenet', 'experiments/vgg19_imagenet', 'experiments/efficientnet_lite0_imagenet']
 NOTEBOOKS = sorted(p.relative_to(NBS).as_posix() for p in NBS.glob('**/[0-9a-z]*.ipynb'))
 # every signature puts its last parameter's comment on the parameter and every public symbol has a docstring: nothing pending
@@ -134,7 +137,8 @@ def test_preview_lists_every_notebook_in_sidebar_order(site):
            '00j_registry']
     assert pages[:15] == ['index.html', '00_norms.html'] + [p + '.html' for p in ops] + ['01_estimator.html', '01a_certify.html',
                          '02_perturbations.html', '03_attacks.html', '04_bitwidth.html']
-    assert pages[15:19] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
+    assert pages[15:22] == [n + '.html' for n in BITWIDTH_LESSONS]
+    assert pages[22:26] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
     assert sorted(p.replace('.html', '.ipynb') for p in pages) == NOTEBOOKS
 
 
