@@ -130,9 +130,9 @@ def site(tmp_path_factory):
 
 def test_preview_lists_every_notebook_in_sidebar_order(site):
     _, pages = site
-    assert pages[:8] == ['index.html', '00_norms.html', '00c_ops.html', '01_estimator.html', '01a_certify.html',
+    assert pages[:9] == ['index.html', 'your_model.html', '00_norms.html', '00c_ops.html', '01_estimator.html', '01a_certify.html',
                          '02_perturbations.html', '03_attacks.html', '04_bitwidth.html']
-    assert pages[8:12] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
+    assert pages[9:13] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
     assert sorted(p.replace('.html', '.ipynb') for p in pages) == NOTEBOOKS
 
 
