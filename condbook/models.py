@@ -195,8 +195,9 @@ def load_model(name='efficientnet_lite0', # a model spec (`parse_model`): condbo
                           + (' (it is a folder)' if Path(weights).is_dir() else ''))
     if (mean is None) != (std is None): raise InputError('mean and std: give both (the normalisation is (x - mean) / std) or neither')
     torch.manual_seed(seed)
-    model = (_timm_model(name, weights, size) if kind == 'timm' else _factory_model(name, weights, size) if kind in ('file', 'module')
-             else _named_model(name, weights))
+    if kind == 'timm': model = _timm_model(name, weights, size)
+    elif kind in ('file', 'module'): model = _factory_model(name, weights, size)
+    else: model = _named_model(name, weights)
     if mean is not None: model.normalize = Normalize(mean, std)
     model = model.to(device=device, dtype=dtype).eval()
     check_logits(model, (3, size, size) if size else model.input_shape)
@@ -283,7 +284,8 @@ def factory_network(spec:str, # 'FILE.py:FACTORY' or 'MODULE:FACTORY'
     module = _import(kind, where)
     fn = getattr(module, name, None)
     if not callable(fn):
-        have = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith('_') and getattr(v, '__module__', None) == module.__name__)
+        own = lambda k, v: callable(v) and not k.startswith('_') and getattr(v, '__module__', None) == module.__name__
+        have = sorted(k for k, v in vars(module).items() if own(k, v))
         raise InputError(f"{where} has no callable {name!r}" + (f' ({name} is of type {type(fn).__name__})' if fn is not None else '')
                          + (f"; it defines {', '.join(have[:8])}" if have else ''))
     net = _user_code(fn, f'calling {spec}')
@@ -311,7 +313,9 @@ def _factory_model(spec, weights, size)->Classifier:
     inner = net.net if isinstance(net, Classifier) else net
     if weights != 'untrained': _load_checkpoint(inner, weights, spec)
     side, kept = size or 224, weights if weights != 'untrained' else FACTORY_WEIGHTS
-    if isinstance(net, Classifier): net.name, net.weights, net.input_shape = spec, str(kept), (3, side, side); return net
+    if isinstance(net, Classifier):  # it carries its own normalisation
+        net.name, net.weights, net.input_shape = spec, str(kept), (3, side, side)
+        return net
     return Classifier(net, (0., 0., 0.), (1., 1., 1.), spec, str(kept), pixel_transform(crop=side), (3, side, side))
 
 def check_logits(model:nn.Module, # a classifier in eval mode
@@ -320,11 +324,11 @@ def check_logits(model:nn.Module, # a classifier in eval mode
     "The number of classes of `model`, else `InputError` if it fails on a grey batch of `shape` or its output is not [batch, classes]."
     like = next(iter(model.parameters()), torch.empty(0))
     x = torch.full((2, *shape), 0.5, dtype=like.dtype, device=like.device)
-    with torch.no_grad(): y = _user_code(lambda: model(x), f'{getattr(model, "name", "the model")} on a {list(x.shape)} batch')
+    name = getattr(model, 'name', 'the model')
+    with torch.no_grad(): y = _user_code(lambda: model(x), f'{name} on a {list(x.shape)} batch')
     if not isinstance(y, torch.Tensor) or y.dim() != 2 or y.shape[0] != 2:
         got = f'shape {list(y.shape)}' if isinstance(y, torch.Tensor) else f'a {type(y).__name__}'
-        raise InputError(f'{getattr(model, "name", "the model")} maps a {list(x.shape)} batch to {got}: condbook needs logits of '
-                         'shape [batch, classes]')
+        raise InputError(f'{name} maps a {list(x.shape)} batch to {got}: condbook needs logits of shape [batch, classes]')
     return y.shape[1]
 
 # %% ../nbs/05_models.ipynb #1d052e3e
