@@ -29,8 +29,8 @@ from .bitwidth import KINDS, Roundoff, minimal_bits_table, plot_minimal_bits, sa
 from .plots import plot_layer_kappa, plots
 from .data import image_folder, read_labels, sample_images
 from .estimator import Estimator, local_condition
-from .models import (MODELS, ModelName, PerChannel, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform,
-                             resolve_device)
+from .models import (MODELS, ModelName, PerChannel, PretrainedWeightsUnavailable, check_size, load_model, parse_model,
+                             pixel_transform, resolve_device)
 from .perturb import PERTURBATIONS, parameter_amplification_table, random_trials
 
 # %% ../nbs/08_experiment.ipynb #a572f9f2
@@ -167,6 +167,8 @@ def recorded_config(cfg:ExperimentConfig, # the configuration of a run
     mine = {k: _jsonable(v) for k, v in asdict(cfg).items()} | {'data': data_name(cfg.data), 'labels': data_name(cfg.labels)}
     ckpt = cfg.weights not in ('imagenet', 'untrained') and Path(cfg.weights).is_file()
     mine['weights_sha256'] = sha256_file(cfg.weights) if ckpt else None
+    kind, where, _ = parse_model(cfg.model)  # a model file's content: a rerun must use the same network
+    mine['model_sha256'] = sha256_file(where) if kind == 'file' and Path(where).is_file() else None
     mine['labels_sha256'] = (hashlib.sha256(json.dumps(sorted(read_labels(cfg.labels).items())).encode()).hexdigest()
                              if cfg.labels is not None else None)
     return mine
@@ -181,12 +183,15 @@ def check_config(cfg:ExperimentConfig, # the configuration of this run
     if path.exists():
         theirs = _read_json(path, "a condbook experiment's config.json")
         theirs['data'] = data_name(theirs.get('data'))  # runs made before names were recorded hold the folder's path
-        diff = [f'{k}: {theirs[k]!r} there, {v!r} now' for k, v in mine.items() if k in theirs and theirs[k] != v and k not in ('weights_sha256', 'labels')]
+        diff = [f'{k}: {theirs[k]!r} there, {v!r} now' for k, v in mine.items() if k in theirs and theirs[k] != v and k not in ('weights_sha256', 'model_sha256', 'labels')]
         if diff: raise InputError(f"{printable(out)} holds a run with another configuration ({'; '.join(diff)}): use another --out")
         if 'weights_sha256' in theirs and theirs['weights_sha256'] != mine['weights_sha256']:
             raise InputError(f'the checkpoint {printable(cfg.weights)} is not the one the run in {printable(out)} was made with (its content '
                              f"changed: sha256 {str(theirs['weights_sha256'])[:12]}… there, {str(mine['weights_sha256'])[:12]}… now): "
                              'restore that checkpoint, or use another --out for this one')
+        if theirs.get('model_sha256') not in (None, mine['model_sha256']):
+            raise InputError(f'the model file of {cfg.model} is not the one the run in {printable(out)} was made with (its content '
+                             'changed): restore that file, or use another --out for this model')
         if mine['weights_sha256'] is not None and 'weights_sha256' not in theirs:
             raise InputError(f'{printable(path)} records no content hash of the checkpoint {printable(cfg.weights)} (a run made before condbook '
                              f'recorded it): if the file is unchanged since, add "weights_sha256": "{mine["weights_sha256"]}" to it; else use another --out')

@@ -89,3 +89,6 @@ def test_bench_and_experiment_take_a_factory(tmp_path, monkeypatch, capsys):
     assert sum(len(f.read_text().splitlines()) for f in (tmp_path/'e').glob('results-*.jsonl')) == before > 0
     with pytest.raises(SystemExit) as e: cli.main(run[:-1] + ['0.3'])
     assert e.value.code == 1 and 'std: [0.25] there, [0.3] now' in capsys.readouterr().err
+    (tmp_path/'my_net.py').write_text(NET.replace('4 * 15 * 15, 10', '4 * 15 * 15, 5'))  # another network under the same name
+    with pytest.raises(SystemExit) as e: cli.main(run)
+    assert e.value.code == 1 and 'the model file of my_net.py:make is not the one the run in e was made with' in capsys.readouterr().err
