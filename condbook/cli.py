@@ -22,7 +22,8 @@ from .data import SkippedImage, TurnedImage, UnlabelledImages, batches, image_fo
 from .estimator import LOCKSTEP_BYTES, Estimator, UnsupportedOperationError, local_condition, lockstep_budget, record
 from .experiment import (MAX_SIZE, ExperimentConfig, ResultsWarning, check_owner, check_weights, data_name, folder_owner, out_folder,
                          run_experiment, summarize)
-from .models import MODELS, ModelName, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
+from .models import (MODELS, ModelName, PerChannel, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform,
+                             resolve_device)
 from .norms import adjoint, counting_transfers, power_iteration, seeded_start, top_singular_value
 from .perturb import parameter_trials
 from .plots import plot_condition, plot_layer_kappa
@@ -30,7 +31,7 @@ from .plots import plot_condition, plot_layer_kappa
 # %% ../nbs/07_cli.ipynb #d675c495
 @checked
 @full_precision()
-def report(model:ModelName()='efficientnet_lite0', # the network (`condbook.models.MODELS`, or timm/ARCH)
+def report(model:ModelName()='efficientnet_lite0', # the network: condbook's or torchvision's name, timm/ARCH, FILE.py:FACTORY or MODULE:FACTORY
            weights:str='imagenet', # 'imagenet', 'untrained' or a checkpoint file
            data:str=None, # image folder; None: the photographs shipped with scikit-image
            labels:str=None, # labels file mapping class folders that are not WordNet ids to ImageNet classes: `NAME CLASS` a line
@@ -42,6 +43,8 @@ def report(model:ModelName()='efficientnet_lite0', # the network (`condbook.mode
            size:Int(1, MAX_SIZE)=None, # input crop H = W, at least the model's `condbook.models.MIN_SIZE` (None: its own input size and transform)
            tol:Float(0, 1)=1e-3, # relative tolerance of the local Jacobian norms
            certify:bool=False, # also certify each image (`condbook.certify`, float64, slow on a CPU): r_lin and the certified radius
+           mean:PerChannel()=None, # per-channel means of the input normalisation, for a model without its own (one or three numbers)
+           std:PerChannel()=None, # per-channel standard deviations of the normalisation, given with --mean
           ):
     "Estimate every image's condition numbers; write CSVs, figures and summary.md into `out`; return the summary path."
     if size is not None: check_size(model, size)
@@ -55,7 +58,7 @@ def report(model:ModelName()='efficientnet_lite0', # the network (`condbook.mode
     device, images = resolve_device(device), image_folder(data, limit, labels) if data else sample_images(limit)
     with lock:
         if out.is_dir(): lock.acquire()
-        try: return _report(model, weights, data, labels, limit, out, device, dtype, batch_size, size, tol, certify, images, lock)
+        try: return _report(model, weights, data, labels, limit, out, device, dtype, batch_size, size, tol, certify, images, lock, mean, std)
         except BaseException as e:
             if lock.held: shutil.rmtree(out/PARTIAL, ignore_errors=True)  # a report that failed leaves the one there before whole
             if isinstance(e, OutputError): raise OutputError(str(e).replace(f'/{PARTIAL}/', '/')) from None  # the file as the user knows it
@@ -78,9 +81,9 @@ def _finish_report(out, stage):
     for name in REPORT_FILES: (stage/name).replace(out/name)
     stage.rmdir()
 
-def _report(model, weights, data, labels, limit, out, device, dtype, batch_size, size, tol, certify, images, lock):
+def _report(model, weights, data, labels, limit, out, device, dtype, batch_size, size, tol, certify, images, lock, mean, std):
     "`report` once its folder and images are checked."
-    net = load_model(model, weights, device=device, dtype=getattr(torch, dtype), size=size)
+    net = load_model(model, weights, device=device, dtype=getattr(torch, dtype), size=size, mean=mean, std=std)
     shape, transform = (net.input_shape, net.transform) if size is None else ((3, size, size), pixel_transform(crop=size))
     check_weights(net, shape)
     label = net.label + ('' if size is None else f', {size}×{size} input')
@@ -89,7 +92,8 @@ def _report(model, weights, data, labels, limit, out, device, dtype, batch_size,
     ckpt = weights not in ('imagenet', 'untrained')
     settings = dict(command='report', model=model, weights=str(weights), weights_sha256=sha256_file(weights) if ckpt else None,
                     data=data_name(data), labels=data_name(labels), labels_map=sorted(read_labels(labels).items()) if labels else None,
-                    limit=limit, size=size, dtype=dtype, batch_size=batch_size, tol=tol, certify=certify)
+                    limit=limit, size=size, dtype=dtype, batch_size=batch_size, tol=tol, certify=certify,
+                    mean=mean and list(mean), std=std and list(std))
     names, rows, kappas, files = imagenet_categories(), [], [], images.files
     bar = tqdm(total=len(images), desc=label, unit='image')
     with contextlib.closing(bar):  # closed on an error too: the error line gets a line of its own
@@ -110,7 +114,7 @@ def _report(model, weights, data, labels, limit, out, device, dtype, batch_size,
                         **{k: v.tolist() for k, v in bits.items()})
             cert = certified_columns(net, x, est.lipschitz) if certify else [{} for _ in idx]
             for b, (i, l, p) in enumerate(zip(idx, y.tolist(), pred.tolist())):
-                rows.append(dict(image=files[i], label=l, prediction=p, predicted_class=names[p],
+                rows.append(dict(image=files[i], label=l, prediction=p, predicted_class=names[p] if p < len(names) else f'class {p}',
                                  correct=l == p if l >= 0 else None, skipped=r.skipped.get(b, ''), **cert[b],
                                  **{k: v[b] for k, v in cols.items()}, precision=arithmetic))
             kappas.append(r.per_layer.assign(image=[files[idx[b]] for b in r.per_layer.image]))
@@ -201,7 +205,7 @@ def _layer_norm_costs(est, tol, power_cap):
 # %% ../nbs/07_cli.ipynb #e9519a12
 @checked
 @full_precision()
-def bench(model:ModelName()='vgg19', # the network (`condbook.models.MODELS` or timm/ARCH; untrained weights)
+def bench(model:ModelName()='vgg19', # the network (a name, timm/ARCH, FILE.py:FACTORY or MODULE:FACTORY; untrained weights)
           size:Int(1, MAX_SIZE)=224, # input crop H = W, at least the model's `condbook.models.MIN_SIZE`
           batch:Int(1)=8, # images per forward pass and estimator call
           tol:Float(0, 1)=1e-4, # relative tolerance of the layer operator norms
@@ -238,7 +242,7 @@ def bench(model:ModelName()='vgg19', # the network (`condbook.models.MODELS` or 
         t_act_one = _seconds(lambda: est.piece_jacobian_norms(est.pieces, values, budget=0), repeat=1, device=dev)
     layers = _layer_norm_costs(est, tol, power_cap)  # counts, not times: last
     lanczos, power = sum(r['lanczos'] for r in layers), sum(r['power'] for r in layers)
-    r = {'model': f'{model} (untrained weights)', 'input': list(shape), 'device': str(dev), 'batch': batch,
+    r = {'model': net.label, 'input': list(shape), 'device': str(dev), 'batch': batch,
          'precision': precision_line(precision_info(est.like['dtype'], dev)),
          'forward_seconds_batch': round(t_fwd, 4), 'estimator_call_seconds_batch': round(t_call, 4),
          'estimator_call_over_forward': round(t_call / t_fwd, 3),

@@ -29,7 +29,8 @@ from .bitwidth import KINDS, Roundoff, minimal_bits_table, plot_minimal_bits, sa
 from .plots import plot_layer_kappa, plots
 from .data import image_folder, read_labels, sample_images
 from .estimator import Estimator, local_condition
-from .models import MODELS, ModelName, PretrainedWeightsUnavailable, check_size, load_model, pixel_transform, resolve_device
+from .models import (MODELS, ModelName, PerChannel, PretrainedWeightsUnavailable, check_size, load_model, parse_model,
+                             pixel_transform, resolve_device)
 from .perturb import PERTURBATIONS, parameter_amplification_table, random_trials
 
 # %% ../nbs/08_experiment.ipynb #a572f9f2
@@ -55,7 +56,7 @@ MAX_RELATIVE_EPS = 1.  # the largest relative perturbation ‖δ‖/‖x‖ (ran
 @dataclass
 class ExperimentConfig:
     "What an experiment measures (everything that changes its numbers)."
-    model: ModelName() = 'efficientnet_lite0' # one of `condbook.models.MODELS`, or timm/ARCH
+    model: ModelName() = 'efficientnet_lite0' # condbook's or torchvision's name, timm/ARCH, FILE.py:FACTORY or MODULE:FACTORY
     weights: str = 'imagenet' # 'imagenet', 'untrained' or a checkpoint path
     data: str = None # image folder; None: the photographs shipped with scikit-image
     labels: str = None # labels file mapping class folders (or file-name prefixes) that are not WordNet ids to ImageNet classes: `NAME CLASS` a line
@@ -78,6 +79,8 @@ class ExperimentConfig:
     bitwidth: bool = True # minimal safe bits per image (`condbook.bitwidth`): predicted and measured, both formats and targets
     certify: bool = False # certified local sensitivity (`condbook.certify`): r_lin, certified radius, U(r); float64, slow on a CPU
     certify_budget: Int(1) = 256 # exact gradient norms per image and radius that tracking past r_lin may spend
+    mean: PerChannel() = None # per-channel means of the input normalisation, for a model without its own (one or three numbers)
+    std: PerChannel() = None # per-channel standard deviations of the normalisation, given with --mean
 
     def __post_init__(self):
         "Check every setting (`InputError` naming the first bad one); lists become tuples."
@@ -164,6 +167,8 @@ def recorded_config(cfg:ExperimentConfig, # the configuration of a run
     mine = {k: _jsonable(v) for k, v in asdict(cfg).items()} | {'data': data_name(cfg.data), 'labels': data_name(cfg.labels)}
     ckpt = cfg.weights not in ('imagenet', 'untrained') and Path(cfg.weights).is_file()
     mine['weights_sha256'] = sha256_file(cfg.weights) if ckpt else None
+    kind, where, _ = parse_model(cfg.model)  # a model file's content: a rerun must use the same network
+    mine['model_sha256'] = sha256_file(where) if kind == 'file' and Path(where).is_file() else None
     mine['labels_sha256'] = (hashlib.sha256(json.dumps(sorted(read_labels(cfg.labels).items())).encode()).hexdigest()
                              if cfg.labels is not None else None)
     return mine
@@ -178,12 +183,15 @@ def check_config(cfg:ExperimentConfig, # the configuration of this run
     if path.exists():
         theirs = _read_json(path, "a condbook experiment's config.json")
         theirs['data'] = data_name(theirs.get('data'))  # runs made before names were recorded hold the folder's path
-        diff = [f'{k}: {theirs[k]!r} there, {v!r} now' for k, v in mine.items() if k in theirs and theirs[k] != v and k not in ('weights_sha256', 'labels')]
+        diff = [f'{k}: {theirs[k]!r} there, {v!r} now' for k, v in mine.items() if k in theirs and theirs[k] != v and k not in ('weights_sha256', 'model_sha256', 'labels')]
         if diff: raise InputError(f"{printable(out)} holds a run with another configuration ({'; '.join(diff)}): use another --out")
         if 'weights_sha256' in theirs and theirs['weights_sha256'] != mine['weights_sha256']:
             raise InputError(f'the checkpoint {printable(cfg.weights)} is not the one the run in {printable(out)} was made with (its content '
                              f"changed: sha256 {str(theirs['weights_sha256'])[:12]}… there, {str(mine['weights_sha256'])[:12]}… now): "
                              'restore that checkpoint, or use another --out for this one')
+        if theirs.get('model_sha256') not in (None, mine['model_sha256']):
+            raise InputError(f'the model file of {cfg.model} is not the one the run in {printable(out)} was made with (its content '
+                             'changed): restore that file, or use another --out for this model')
         if mine['weights_sha256'] is not None and 'weights_sha256' not in theirs:
             raise InputError(f'{printable(path)} records no content hash of the checkpoint {printable(cfg.weights)} (a run made before condbook '
                              f'recorded it): if the file is unchanged since, add "weights_sha256": "{mine["weights_sha256"]}" to it; else use another --out')
@@ -330,7 +338,7 @@ class Context:
     def __init__(self, cfg:ExperimentConfig, device='auto', progress=False):
         self.cfg, device = cfg, _device(device)
         self.net = load_model(cfg.model, cfg.weights, device=device, dtype=getattr(torch, cfg.dtype),
-                              channels_last=torch.device(device).type == 'cpu', size=cfg.size)  # same numbers up to round-off, ~1.3× faster on a CPU
+                              channels_last=torch.device(device).type == 'cpu', size=cfg.size, mean=cfg.mean, std=cfg.std)  # same numbers up to round-off, ~1.3× faster on a CPU
         self.transform = pixel_transform(crop=cfg.size)
         check_weights(self.net, (3, cfg.size, cfg.size))
         self.est = Estimator(self.net, (3, cfg.size, cfg.size), progress=progress)

@@ -1,7 +1,7 @@
 """Bad input, tried as a new user and a tester would (issue 19): every case ends in a clear one-line error that names the input
 and says what is expected, or in the correct result; never a traceback, a hang or a silently wrong number. The odd files are made
 here; runs use ResNet-18 at 8×8 with a small plan (its layer constants are computed once per session)."""
-import errno, hashlib, json, math, os, re, shutil, struct, warnings, zlib
+import errno, hashlib, json, math, os, re, shutil, struct, sys, warnings, zlib
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch, torchvision
 from PIL import Image
@@ -90,8 +90,12 @@ OPTIONS = [
     (['report', '--tol', '0'], 2, "argument --tol: expected a number in (0, 1), got '0'"),
     (['report', '--tol', 'nan'], 2, "argument --tol: expected a number in (0, 1), got 'nan'"),
     (['report', '--dtype', 'float16'], 2, "argument --dtype: expected one of float32, float64, got 'float16'"),
-    (['report', '--model', 'lenet'], 2, "argument --model: expected one of alexnet, vgg19, resnet18, efficientnet_lite0, "
-                                         "or timm/ARCH (a timm architecture; pip install condbook[timm]), got 'lenet'"),
+    (['report', '--model', 'lenet'], 2, "argument --model: unknown model 'lenet' (did you mean alexnet"),
+    (['report', '--model', 'qqq'], 2, "argument --model: unknown model 'qqq': expected condbook's or a torchvision classifier's name, "
+                                      "timm/ARCH, FILE.py:FACTORY or MODULE:FACTORY"),
+    (['report', '--model', 'resnet5'], 2, "argument --model: unknown model 'resnet5' (did you mean resnet50"),
+    (['bench', '--model', 'nets.py:'], 2, "argument --model: model 'nets.py:': expected FILE.py:FACTORY or MODULE:FACTORY"),
+    (['report', '--mean', '0.5', '0.4'], 1, 'mean: expected one or three numbers (a number), got 2'),
     (['report', '--device', 'gpu'], 1, "device 'gpu': expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (['report', '--device', 'cuda:99'], 1, "device 'cuda:99'"),
     (['report', '--limt', '2'], 2, 'unrecognized arguments: --limt 2'),
@@ -925,9 +929,52 @@ def test_two_names_that_escape_alike_are_refused(tmp_path):
 def test_timm_models_on_the_command_line(capsys, tmp_path):
     "`--model timm/ARCH` runs a timm architecture; a name that is neither condbook's nor timm's gets one line."
     pytest.importorskip('timm')
-    assert 'timm/ARCH' in one_line_error(capsys, 'report', '--model', 'resnet50', '--weights', 'untrained', code=2)
+    assert 'timm/ARCH' in one_line_error(capsys, 'report', '--model', 'resnet500', '--weights', 'untrained', code=2)
     err = one_line_error(capsys, 'report', '--model', 'timm/no_such_net', '--weights', 'untrained', '--out', tmp_path/'x')
     assert "unknown timm architecture 'no_such_net'" in err
     condbook(capsys, 'report', '--model', 'timm/test_vit', '--weights', 'untrained', '--size', '32', '--limit', '1',
              '--out', tmp_path/'r', '--device', 'cpu', code=0)
     assert (tmp_path/'r'/'summary.md').read_text().startswith('# Condition report: timm/test_vit (untrained weights)')
+
+
+NETS = """from torch import nn
+def make(): return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 15 * 15, 10))
+def number(): return 3
+def feature_map(): return nn.Conv2d(3, 4, 3)
+def broken(): raise ValueError('no such layer size')
+answer = 42
+"""
+MODEL_ERRORS = [  # (--model, more options, the one line's text after 'condbook report: error: ')
+    ('nets.py:make', ['--weights', 'imagenet'], "weights 'imagenet': nets.py:make is your own model; use --weights untrained"),
+    ('missing.py:make', [], 'model file missing.py does not exist'),
+    ('nets.py:big', [], "nets.py has no callable 'big'; it defines broken, feature_map, make, number"),
+    ('nets.py:answer', [], "nets.py has no callable 'answer' (answer is of type int)"),
+    ('nets.py:number', [], 'nets.py:number returned an object of type int, not a torch.nn.Module: the factory must return the network'),
+    ('nets.py:broken', [], 'calling nets.py:broken failed (ValueError: no such layer size); run it in Python to see where'),
+    ('nets.py:feature_map', [], 'nets.py:feature_map maps a [2, 3, 32, 32] batch to shape [2, 4, 30, 30]: condbook needs logits of '
+                                'shape [batch, classes]'),
+    ('nets:feature_map', [], 'nets:feature_map maps a [2, 3, 32, 32] batch to shape'),
+    ('no_such_package.nets:make', [], "no module named 'no_such_package.nets' (is it installed, or on PYTHONPATH?)"),
+    ('nets.py:make', ['--mean', '0.5'], 'mean and std: give both (the normalisation is (x - mean) / std) or neither'),
+    ('squeezenet1_1', ['--size', '8'], 'squeezenet1_1 on a [2, 3, 8, 8] batch failed (RuntimeError: '),
+    ('timm/no_such_net', [], "unknown timm architecture 'no_such_net': see timm.list_models()"),
+]
+
+
+@pytest.mark.parametrize('model,more,said', MODEL_ERRORS, ids=[m for m, *_ in MODEL_ERRORS])
+def test_each_way_a_model_spec_fails_is_one_line(capsys, tmp_path, monkeypatch, model, more, said):
+    "Every model form's failure (file, module, callable, what it returns, its output, its normalisation) ends in one line, status 1."
+    if model.startswith('timm/'): pytest.importorskip('timm')
+    monkeypatch.chdir(tmp_path); (tmp_path/'nets.py').write_text(NETS)
+    weights = [] if '--weights' in more else ['--weights', 'untrained']
+    line = one_line_error(capsys, 'report', '--model', model, *weights, '--size', '32', '--limit', '1', '--device', 'cpu', '--out', 'r', *more)
+    assert line.startswith('condbook report: error: ' + said), line
+    assert not (tmp_path/'r').exists()  # refused before any work
+    sys.modules.pop('nets', None)  # `nets` imported from this test's folder is not the next test's
+
+
+def test_timm_not_installed_is_one_line(capsys, tmp_path, monkeypatch):
+    "Without timm, --model timm/ARCH says how to install it."
+    monkeypatch.setitem(sys.modules, 'timm', None)  # `import timm` raises ImportError
+    line = one_line_error(capsys, 'report', '--model', 'timm/resnet18', '--weights', 'untrained', '--out', tmp_path/'r')
+    assert line == "condbook report: error: timm is not installed: pip install 'condbook[timm]'", line

@@ -135,10 +135,10 @@ def test_preview_lists_every_notebook_in_sidebar_order(site):
     _, pages = site
     ops = ['00c_ops', '00d_affine', '00e_activations', '00f_pooling', '00g_normalisation', '00h_joins', '00i_attention',
            '00j_registry']
-    assert pages[:15] == ['index.html', '00_norms.html'] + [p + '.html' for p in ops] + ['01_estimator.html', '01a_certify.html',
-                         '02_perturbations.html', '03_attacks.html', '04_bitwidth.html']
-    assert pages[15:22] == [n + '.html' for n in BITWIDTH_LESSONS]
-    assert pages[22:26] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
+    assert pages[:16] == ['index.html', 'your_model.html', '00_norms.html'] + [p + '.html' for p in ops] + [
+        '01_estimator.html', '01a_certify.html', '02_perturbations.html', '03_attacks.html', '04_bitwidth.html']
+    assert pages[16:23] == [n + '.html' for n in BITWIDTH_LESSONS]
+    assert pages[23:27] == [e + '.html' for e in EXPERIMENTS] + ['09_zoo.html'] and pages[-1] == '07_cli.html'
     assert sorted(p.replace('.html', '.ipynb') for p in pages) == NOTEBOOKS
 
 
