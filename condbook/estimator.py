@@ -7,7 +7,8 @@ __all__ = ['CHECKED_IMAGES', 'LOCKSTEP_BYTES', 'out_of_place', 'squares_as_produ
            'additive_mask', 'attention_math', 'written_out', 'sized_calls', 'trace', 'record', 'fuse_items',
            'node_role', 'resolve', 'Layer', 'Piece', 'Join', 'build_layers', 'run_nodes', 'propagate', 'downstream',
            'elementwise_tail', 'Estimate', 'check_batch', 'check_output', 'check_graph', 'state_versions',
-           'state_digest', 'Estimator', 'secant_excess', 'UnsoundRuleError', 'lockstep_budget', 'local_condition']
+           'state_digest', 'Estimator', 'maps_each_vector', 'secant_excess', 'UnsoundRuleError', 'lockstep_budget',
+           'local_condition']
 
 # %% ../nbs/01_estimator.ipynb #43d189bd
 import contextlib, copy, functools, inspect, math, operator, os, sys, traceback, warnings
@@ -895,6 +896,16 @@ def intervals(self:Estimator)->dict:
     return out
 
 # %% ../nbs/01_estimator.ipynb #8e4ccff4
+def maps_each_vector(f, # a linear map of a batch [k, *shape]
+                     shape:tuple, like:dict)->bool:
+    "Whether `f` maps a batch of two vectors as it maps each alone (it does not where the batch is not first)."
+    v = torch.randn(2, *shape, **like)
+    try: both, each = f(v), [f(v[i:i + 1]) for i in range(2)]
+    except Exception: return False
+    scale = both.abs().max().item() if both.numel() else 0.
+    return all(e.shape == both[i:i + 1].shape and torch.allclose(e, both[i:i + 1], rtol=1e-5, atol=1e-6 * scale)
+               for i, e in enumerate(each))
+
 @patch
 def module_constant(self:Estimator, node:fx.Node)->float:
     "Constant of the one operation at `node` on its input shape (cached): each step of a layer."
@@ -907,8 +918,12 @@ def module_constant(self:Estimator, node:fx.Node)->float:
             c = call.op.norm(call)
             if c is None:
                 src, shape = call.inputs[0], call.in_shape
-                compute = lambda: linear_map_norm(lambda v: run_nodes(self.gm, [node], src, v, self.env, linear=self._linear_part),
-                                                  shape, tol=self.tol, **self.like)
+                f = lambda v: run_nodes(self.gm, [node], src, v, self.env, linear=self._linear_part)
+                def compute():
+                    if not maps_each_vector(f, shape, self.like):
+                        raise UnsupportedOperationError(f"node {node.name!r} (module {_where(node)!r}) does not keep "
+                                                        "the images of a batch first: its own constant has no rule")
+                    return linear_map_norm(f, shape, tol=self.tol, **self.like)
                 c = cached(self._cache_key([node], shape), compute) if self.cache else compute()
         self._node_constants[node] = c
     return self._node_constants[node]

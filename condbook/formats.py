@@ -114,7 +114,8 @@ def round_fixed(t:torch.Tensor, fmt:Fixed, batched=False)->torch.Tensor:
 
 # %% ../nbs/04b_formats.ipynb #21e2e93a
 def round_to(t, fmt, batched=False):
-    "`t` rounded to `fmt` (`Fixed` or `Float`)."
+    "`t` rounded to `fmt` (`Fixed` or `Float`); an empty tensor (Qwen3-ViT's empty slices) as it is."
+    if t.numel() == 0: return t
     return round_fixed(t, fmt, batched) if isinstance(fmt, Fixed) else round_float(t, fmt)
 
 # %% ../nbs/04b_formats.ipynb #a07a386a
