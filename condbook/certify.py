@@ -890,7 +890,7 @@ Certifier.tie_radii = _tie_radii
 
 
 # %% ../nbs/01a_certify.ipynb #8d976dac
-CROWN_MAX = 2 ** 16   # relaxed entries above which bound propagation is skipped (a backward pass per unstable entry)
+CROWN_MAX = 2 ** 14   # relaxed entries above which bound propagation is skipped (a backward pass per unstable entry)
 
 def _region_rows(model:nn.Module, x:torch.Tensor, kwargs:dict)->tuple:
     "(rows of `certify` without curve and pattern search, or None; why not, or '')."
