@@ -260,14 +260,15 @@ def _targets_fn(self, targets:list, inject:fx.Node=None):
 def _functional_grads(self, p:Point, target:fx.Node, first:torch.Tensor, second:torch.Tensor, norms=False)->torch.Tensor:
     "∇ₓ(u[first] − u[second]) at `p` for the node `target` [K, *input] (where second = −1: ∇ₓ u[first]), or their norms [K], by batched vector–Jacobian products."
     run, out = _targets_fn(self, [target]), []
+    if not len(first): return torch.zeros(0, *([] if norms else self.input_shape), **self.like)
+    with torch.enable_grad(): y, pull = vjp(lambda X: run(X)[target].flatten(1), p.x)   # one forward pass at x
+    pulls = torch.func.vmap(lambda c: pull(c)[0])                  # its pullback, batched over the functionals
     for s in range(0, len(first), self.chunk):
         f, g = first[s:s + self.chunk], second[s:s + self.chunk]
-        X = p.x.expand(len(f), *self.input_shape).clone()
-        with torch.enable_grad(): y, pull = vjp(lambda X: run(X)[target].flatten(1), X)
-        cot, rows = torch.zeros_like(y), torch.arange(len(f), device=y.device)
-        cot[rows, f] = 1.
-        cot[rows[g >= 0], g[g >= 0]] -= 1.
-        grad = pull(cot)[0]
+        cot, rows = y.new_zeros(len(f), *y.shape), torch.arange(len(f), device=y.device)
+        cot[rows, 0, f] = 1.
+        cot[rows[g >= 0], 0, g[g >= 0]] -= 1.
+        grad = pulls(cot)[:, 0]
         out.append(grad.flatten(1).norm(dim=1) * (1 + ROUNDING_SLACK) if norms else grad)
     return torch.cat(out) if out else torch.zeros(0, *([] if norms else self.input_shape), **self.like)
 
@@ -445,17 +446,17 @@ class Tracking:
 def _responses(self, p:Point, node:fx.Node, units:torch.Tensor, targets:list)->list:
     "Per output entry of `node` in `units`: the change of each node of `targets` per unit change of that entry, the network linearised at `p` ([K, size] each)."
     run, shape = _targets_fn(self, targets, inject=node), tuple(node.meta['tensor_meta'].shape[1:])
-    X = p.x.expand(len(units), *self.input_shape).clone()
-    def fn(T):
+    def fn(X, T):
         vals = run(X, T)
         return torch.cat([vals[t].flatten(1) for t in targets], 1)
     E = torch.zeros(len(units), math.prod(shape), **self.like)
     E[torch.arange(len(units), device=units.device), units] = 1.
-    T0, E = torch.zeros(len(units), *shape, **self.like), E.view(len(units), *shape)
-    try: out = forward_jvp(fn, (T0,), (E,))[1]          # forward mode: one pass
+    T0, E = torch.zeros(1, *shape, **self.like), E.view(len(units), 1, *shape)
+    try: out = torch.func.vmap(lambda e: forward_jvp(lambda T: fn(p.x, T), (T0,), (e,))[1][0])(E)   # x's pass once
     except RuntimeError as e:
         if 'not implemented' not in str(e): raise
-        with torch.enable_grad(): out = jacobian_products(fn, T0)[1](E)
+        X, T0 = p.x.expand(len(units), *self.input_shape).clone(), T0.expand(len(units), *shape).clone()
+        with torch.enable_grad(): out = jacobian_products(lambda T: fn(X, T), T0)[1](E[:, 0])
     return list(out.split([math.prod(t.meta['tensor_meta'].shape[1:]) for t in targets], 1))
 
 @torch.no_grad()
