@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['RELAXATIONS', 'ROUNDING', 'Piecewise', 'piecewise', 'breakpoints', 'intercept', 'adaptive_slopes',
            'ElementwiseRelaxation', 'window_index', 'PoolRelaxation', 'node_function', 'generic_transpose',
-           'fast_transpose', 'linear_rule', 'dual_norm', 'Crown', 'crown_radius', 'certified_radii']
+           'fast_transpose', 'linear_rule', 'dual_norm', 'Crown', 'crown_radius']
 
 # %% ../nbs/01b_crown.ipynb #d53e5fe7
 import copy, math, time
@@ -17,7 +17,6 @@ from torch import fx, nn
 from .core import module_like, release_memory, require_eval
 from .ops import Concat, Sum
 from .estimator import UnsupportedOperationError, _apply, resolve, trace
-from .certify import certify
 
 # %% ../nbs/01b_crown.ipynb #0e6a558b
 @dataclass(eq=False)
@@ -446,26 +445,3 @@ def crown_radius(model:nn.Module, # classifier in eval mode
         rows.append(dict(image=b, prediction=cr.spec(x[b:b + 1])[0], crown=r0, alpha_crown=ra, seconds=secs))
         release_memory()
     return pd.DataFrame(rows)
-
-# %% ../nbs/01b_crown.ipynb #c3fc5698
-def certified_radii(model:nn.Module, # classifier in eval mode
-                    x:torch.Tensor, # batch [B, *input_shape]
-                    alpha=20, # α-CROWN steps per radius (0: CROWN only)
-                    **kwargs): # `certify` settings
-    "Per image (ℓ2): each sound method's radius, the largest (`radius`) and the method that gave it; `skipped`: why not."
-    out, skipped = pd.DataFrame({'image': range(len(x))}), []
-    try:
-        t = time.time()
-        out['region'] = certify(model, x, curve=False, patterns=0, **kwargs)[0].radius.values
-        out['seconds_region'] = (time.time() - t) / len(x)
-    except UnsupportedOperationError as e: skipped.append(f'region: {e}')
-    try:
-        c = crown_radius(model, x, alpha)
-        out['crown'], out['seconds_crown'] = c.crown.values, c.seconds.values
-        if alpha: out['alpha_crown'] = c.alpha_crown.values
-    except UnsupportedOperationError as e: skipped.append(f'bound propagation: {e}')
-    methods = [m for m in ('region', 'crown', 'alpha_crown') if m in out]
-    out['radius'] = out[methods].max(axis=1) if methods else 0.
-    out['method'] = out[methods].idxmax(axis=1) if methods else 'none'
-    out['skipped'] = '; '.join(skipped)
-    return out

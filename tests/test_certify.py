@@ -187,8 +187,10 @@ def test_u_above_brute_force():
 def test_functions_and_refusals():
     net, x = tiny(6)
     x2 = torch.cat([x, torch.rand_like(x)])
-    r_lin, radius = linear_region_radius(net, x2), certified_radius(net, x2, grid=4)
+    r_lin, best = linear_region_radius(net, x2), certified_radius(net, x2, grid=4)
+    radius = torch.tensor(best.radius.values)
     assert r_lin.shape == radius.shape == (2,) and (r_lin > 0).all() and (radius > 0).all()
+    assert (radius >= torch.tensor(best.region.values)).all() and set(best.method) <= {'region walk', 'tracking', 'layer walk', 'CROWN'}
     U = lipschitz_curve(net, x2, [r_lin.min().item() / 2])
     assert U.shape == (2, 1) and torch.isfinite(U).all()
     with pytest.raises(UnsupportedOperationError, match='not piecewise linear'):
@@ -436,14 +438,14 @@ def test_ddn_flips_are_real_small_and_above_the_certified_radius():
     cw = flip_radius(net, x, 'cw_l2', ddn_steps=0)
     assert (found <= 1.01 * torch.minimum(pgd, cw)).sum() >= 7, (found, pgd, cw)
     assert torch.equal(flip_radius(net, x, 'l2_pgd', eps_max=4., ddn_steps=100), torch.minimum(pgd, found))   # both, the smaller
-    assert (certified_radius(net, x) <= found).all()
+    assert (torch.tensor(certified_radius(net, x).radius.values) <= found).all()
 
 
 def test_ddn_on_ties_and_without_host_syncs(monkeypatch):
     "On the tie CNN, DDN stays above the certified radius; the loop never asks the device for a value: the host reads no more at 50 steps than at 5."
     from condbook.attacks import ddn, flip_radius
     net, x = tie_cnn(4)
-    assert certified_radius(net, x).item() <= flip_radius(net, x, 'ddn').item()
+    assert certified_radius(net, x).radius[0] <= flip_radius(net, x, 'ddn').item()
     reads = []
     for name in ('__bool__', 'item', 'tolist', 'cpu', 'nonzero', '__float__', '__int__'):
         orig = getattr(torch.Tensor, name)

@@ -4,7 +4,8 @@ import math
 import pytest, torch
 import torch.nn.functional as F
 from torch import nn
-from condbook.crown import Crown, certified_radii, crown_radius
+from condbook.certify import certified_radius
+from condbook.crown import Crown, crown_radius
 from condbook.estimator import UnsupportedOperationError, record
 
 
@@ -103,25 +104,28 @@ def test_two_dimensional_exact_flip():
 
 
 def test_radius_below_ddn_flips_and_against_certify():
-    "On 6 images of a random CNN with overlapping max pooling: bound propagation's radius ≤ DDN's smallest flip; certified_radii keeps the largest method."
+    "On 6 images of a random CNN with overlapping max pooling: bound propagation's radius ≤ DDN's smallest flip; certified_radius keeps the largest method."
     from condbook.attacks import flip_radius
     net = small_cnn(2).double()
     x = torch.rand(6, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    radii = certified_radii(net, x, alpha=10, grid=8)
+    radii = certified_radius(net, x, alpha=10, grid=8)
+    alone = crown_radius(net, x, alpha=10)
     flips = flip_radius(net, x, 'ddn').numpy()
     assert (radii.crown <= radii.alpha_crown).all() and (radii.crown > 0).all()
+    assert (radii.radius >= alone[['crown', 'alpha_crown']].max(axis=1)).all()
     assert (radii.radius <= flips).all(), (radii.radius.values, flips)
     assert (radii.radius == radii[['region', 'crown', 'alpha_crown']].max(axis=1)).all() and radii.skipped[0] == ''
-    assert set(radii.method) <= {'region', 'crown', 'alpha_crown'}
+    assert set(radii.method) <= {'region walk', 'tracking', 'layer walk', 'CROWN', 'α-CROWN'}
 
 
 def test_refusals_and_skips():
-    "An operation without a relaxation is refused by name; certified_radii then certifies with what can run and says what it skipped."
+    "An operation without a relaxation is refused by name; certified_radius then certifies with what can run and says what it skipped."
     gelu = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)).eval()
     with pytest.raises(UnsupportedOperationError, match='gelu has no linear relaxation'): Crown(gelu, (1, 2, 2))
     x = torch.rand(2, 1, 2, 2, dtype=torch.float64)
-    out = certified_radii(gelu, x)
+    out = certified_radius(gelu, x)
     assert (out.radius == 0).all() and (out.method == 'none').all() and 'bound propagation' in out.skipped[0]
+    assert 'region walk' in out.skipped[0] and out.region.isna().all()
     lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double().eval()
     affine = crown_radius(lin, x, alpha=0)                 # affine: exactly the distance to the nearest decision plane
     W, logits = lin[1].weight, lin(x)
