@@ -950,8 +950,9 @@ def certified_radius(model:nn.Module, # classifier in eval mode (piecewise linea
     for b in range(len(x)):
         t = time.time()
         crown, alpha_crown, why = _image_crown(cr, region, x, b, alpha)
-        row = dict(image=b, region=math.nan if region is None else float(region.radius[b]),
-                   region_method='none' if region is None else region.method[b], crown=crown, alpha_crown=alpha_crown)
+        walk = lambda col: math.nan if region is None else float(region[col][b])  # the region walk's own columns
+        row = dict(image=b, region=walk('radius'), region_method='none' if region is None else region.method[b],
+                   crown=crown, alpha_crown=alpha_crown, r_lin=walk('r_lin'), jacobian_upper=walk('jacobian_upper'))
         seconds = time.time() - t + (0. if region is None else float(region.seconds[b]))
         rows.append(dict(**_best(row), **row, seconds=seconds,
                          skipped='; '.join(w for w in (why_region, why_crown, why) if w)))

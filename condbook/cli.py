@@ -15,6 +15,7 @@ from fastcore.docments import docments
 from tqdm.auto import tqdm
 from .bitwidth import Roundoff, make_formats, measure_bits, predict_bits
 from .bits import bits, bits_summary
+from .core import logit_margin
 from .certify import certify as certify_images, certified_radius as best_certified_radius
 from .core import (Choice, Float, FolderLock, InputError, Int, Many, Option, OutputError, UserError, atomic_write, checked, counting_syncs, full_precision, output_folder,
                            precision_info, precision_line, printable, save_csv, save_figure, sha256_file, write_text)
@@ -136,10 +137,12 @@ def certified_columns(net, # piecewise-linear classifier
                       x:torch.Tensor, # batch of images
                       lipschitz:float # the estimator's global bound L_f
                      )->list:
-    "Per image: r_lin, the certified radius of `condbook.certify` (no tracking past r_lin, at most 256 exact gradient norms per search) and today's m/(√2 L_f), as dicts."
-    per, _ = certify_images(net, x, lipschitz=lipschitz, grid=0, curve=False, patterns=0, groups=4, max_exact=256, chunk=16)
-    return [dict(r_lin=r.r_lin, certified_radius=r.radius, global_certified_radius=r.margin / (math.sqrt(2) * lipschitz),
-                 jacobian_upper=r.jacobian_upper) for r in per.itertuples()]
+    "Per image: r_lin, the largest radius any sound method certifies and which (`certify.certified_radius`; no tracking past r_lin, at most 256 exact gradient norms per search), and m/(√2 L_f)."
+    best = best_certified_radius(net, x, lipschitz=lipschitz, grid=0, groups=4, max_exact=256, chunk=16)
+    with torch.no_grad(): m = logit_margin(net(x)).double().cpu()
+    return [dict(r_lin=r.r_lin, certified_radius=r.radius, certified_by=r.method,
+                 global_certified_radius=float(m[r.image]) / (math.sqrt(2) * lipschitz), jacobian_upper=r.jacobian_upper)
+            for r in best.itertuples()]
 
 # %% ../nbs/07_cli.ipynb #3bfa665a
 def summary_markdown(label, est, per_image, unreadable, # (file, reason) pairs of the skipped files
