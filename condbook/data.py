@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'SAMPLE_PHOTOS', 'imagenet_wnids', 'imagenet_categories', 'SkippedImage', 'TurnedImage', 'ImageSet',
-           'UnlabelledImages', 'read_labels', 'image_folder', 'sample_images', 'batches']
+           'UnlabelledImages', 'read_labels', 'image_folder', 'default_data', 'sample_images', 'batches']
 
 # %% ../nbs/06_data.ipynb #4225f344
-import collections, hashlib, importlib.resources, struct, warnings, zlib
+import collections, hashlib, importlib.resources, importlib.util, os, struct, warnings, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch, torchvision
@@ -188,6 +188,12 @@ def image_folder(root, # ImageNet root with the devkit, a folder of class subfol
         raise InputError(f'{printable(root)}: the file names {_names(twice)} are the same once their bytes that are not UTF-8 are '
                          'written as \\xNN: rename one of them')
     return images.head(limit)
+
+# %% ../nbs/06_data.ipynb #64e1c335
+def default_data()->str:
+    "The photo folder read by default: $CONDBOOK_DATA, else ../shared/data/imagenet-sample beside the checkout."
+    here = Path(importlib.util.find_spec('condbook').origin).resolve().parents[1]  # the checkout
+    return os.environ.get('CONDBOOK_DATA') or str(here.parent/'shared'/'data'/'imagenet-sample')
 
 # %% ../nbs/06_data.ipynb #741208d8
 SAMPLE_PHOTOS = {'chelsea': 'n02123045', 'coffee': 'n07920052', 'rocket': 'n04099969', 'astronaut': -1,

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 from condbook.bitwidth import FLOAT_FORMATS, STUDY_SETTINGS, Fixed, Roundoff, Widths, calibrate
 from margin_check import study_photos  # the same network, photos and split
 
@@ -117,7 +118,7 @@ def main(argv=None):
     p.add_argument('--draws', action='store_true', help="keep each draw's outcome")
     p.add_argument('--seed', type=int, default=0, help="the first pair's seed; above 0 (with --draws), more draws for the rows of an earlier run of seeds 0 to seed - 1")
     p.add_argument('--no-linearised', action='store_true', help="skip the linearised prediction (the study's rows hold it for the same photos; it costs more than the draws of a float format)")
-    p.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'imagenet-sample'))
+    p.add_argument('--data', default=default_data())
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'agreement-check'))
     a = p.parse_args(argv)
     t0, out = time.time(), Path(a.out)

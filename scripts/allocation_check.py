@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 from condbook.bitwidth import Widths, make_formats
 from agreement_check import deployed_photos, draw_columns, draw_spread, merged_rows, pending_batches  # the same network, photos, split and rows
 
@@ -38,7 +39,7 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0, help="the first pair's seed; above 0, more draws of the --sampled methods alone, added to the rows of seed 0")
     p.add_argument('--batch', type=int, default=100, help='evaluation photos per batch (and per rows file)')
     p.add_argument('--n', type=int, default=None, help='only the first n evaluation photos')
-    p.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'imagenet-sample'))
+    p.add_argument('--data', default=default_data())
     p.add_argument('--study', default=str(ROOT/'report'/'bitwidth'/'efficientnet_lite0-imagenet-800'))
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'allocation-check'))
     a = p.parse_args(argv)

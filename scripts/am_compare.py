@@ -65,6 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's condbook
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 from condbook.certify import Certifier
 from condbook.core import full_precision, save_csv
 from condbook.data import image_folder
@@ -78,7 +79,7 @@ AM_RADII = np.linspace(0.001, 3, 30)   # their AlexNet grid: eps_min, eps_max of
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--am-repo', required=True, help='checkout of github.com/uwaa-ndcl/local_lipschitz (imported, not copied)')
-    p.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', '/work/shared/data/imagenet-sample'), help='folder of photos')
+    p.add_argument('--data', default=default_data(), help='folder of photos')
     p.add_argument('--n-images', type=int, default=3, help='photos, in the certify study\'s seeded order')
     p.add_argument('--seed', type=int, default=0, help='order of the photos (as scripts/certify_study.py)')
     p.add_argument('--am-radii', type=int, nargs='*', default=[0, 1, 3, 7, 14, 29],

@@ -21,10 +21,11 @@ import argparse, json, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import torch
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', '../shared/data/imagenet-sample'), help='folder of labelled photos')
+    p.add_argument('--data', default=default_data(), help='folder of labelled photos')
     p.add_argument('--run', default='efficientnet_lite0-imagenet-800', help='name of the results folder under --report')
     p.add_argument('--report', default='report/bitwidth', help='where the results folders are')
     p.add_argument('--calibration', type=int, default=200, help='how many photos calibrate (kept apart from the evaluation photos)')

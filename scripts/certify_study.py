@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's condbook, wherever the command runs
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 from condbook.certify import Certifier
 from condbook.core import full_precision, precision_info, release_memory, save_csv
 from condbook.data import image_folder
@@ -32,7 +33,7 @@ KEEP = ('r_lin', 'r_lin_layer', 'r_lin_sharp', 'closest_layer', 'r_decision', 'r
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', '/work/shared/data/imagenet-sample'), help='folder of photos')
+    p.add_argument('--data', default=default_data(), help='folder of photos')
     p.add_argument('--model', default='efficientnet_lite0')
     p.add_argument('--weights', default='imagenet')
     p.add_argument('--size', type=int, default=224, help='input crop (H = W)')

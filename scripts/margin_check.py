@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 from condbook.bitwidth import Fixed, Roundoff, Widths, _AtPoints, calibrate, rounded_weights, study_split
 from condbook.core import full_precision
 from condbook.data import image_folder
@@ -36,7 +37,7 @@ def deployed_analysis(data:str, n:int)->Roundoff:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--n', type=int, default=96, help='evaluation photos')
-    p.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'imagenet-sample'))
+    p.add_argument('--data', default=default_data())
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'margin-check'))
     a = p.parse_args(argv)
     t0 = time.time()

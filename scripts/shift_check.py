@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd, torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 from condbook.bitwidth import Fixed, Widths, rounded_weights, rounding_step, survival_probability
 from condbook.core import full_precision
 from margin_check import deployed_analysis  # the same network, photos and calibration
@@ -29,7 +30,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--n', type=int, default=96, help='evaluation photos')
     p.add_argument('--pairs', type=int, default=4, help='antithetic noise pairs per width')
-    p.add_argument('--data', default=str(ROOT.parent/'shared'/'data'/'imagenet-sample'))
+    p.add_argument('--data', default=default_data())
     p.add_argument('--out', default=str(ROOT/'report'/'bitwidth'/'margin-check'))
     a = p.parse_args(argv)
     t0, g = time.time(), torch.Generator().manual_seed(0)

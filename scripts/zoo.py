@@ -11,6 +11,7 @@ runs out of time keeps the parts that finished, is marked `stopped` with the lim
 Run it in the background with `nice`; it prints one line per model."""
 import argparse, json, os, subprocess, sys, time
 from pathlib import Path
+from condbook.data import default_data  # $CONDBOOK_DATA, else ../shared/data/imagenet-sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def main():
     ap.add_argument('--out', default=None, help='default: report/zoo, or report/zoo-timm')
     ap.add_argument('--limit', type=int, default=3 * 3600, help='seconds per model')
     ap.add_argument('--size', type=int, default=None, help='input side (default: each model its own)')
-    ap.add_argument('--data', default=os.environ.get('CONDBOOK_DATA', str(ROOT.parent/'shared'/'data'/'imagenet-sample')))
+    ap.add_argument('--data', default=default_data())
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from condbook.zoo import cheapest_first, family, own_size, smallest_size, timm_families
