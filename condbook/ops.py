@@ -20,7 +20,6 @@ from .op_attention import *
 
 # %% ../nbs/00j_registry.ipynb #a2899875
 fx.wrap('set_slice')  # `ops.set_slice(a, idx, v)` in a forward is one traced node, as where it is defined
-_at = call_at  # the name condbook.bitwidth imports
 
 # %% ../nbs/00j_registry.ipynb #5815af00
 class ShapeOnly(Op):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from fastcore.basics import patch
 from .core import full_precision, image_norms, logit_margin
 from .estimator import Estimator, Join, Piece, record
-from .ops import _at, times0
+from .ops import call_at, times0
 from condbook.formats import (
     Fixed, Float, TensorStats, Widths, as_row, is_wide, round_to, rounding_error_bound,
     tensor_stats)
@@ -372,7 +372,7 @@ def constants_moved(self:Roundoff, fmt):
         new, terms = record(self.est.gm, self.x), {}
         for n, reads in self.readers.items():
             call = n.meta['call']
-            y = _at(call, {a: new[a] if a in reads else self.values[a] for a in n.all_input_nodes})
+            y = call_at(call, {a: new[a] if a in reads else self.values[a] for a in n.all_input_nodes})
             gain = call.op.constant_gain(call, {a: old[a] for a in reads}, {a: new[a] for a in reads})
             terms[n] = (image_norms((y - self.values[n]).double()), math.inf if gain is None else gain)
         yield Moved(terms, [n.name for n in self.readers if n not in placed])
